@@ -1,0 +1,135 @@
+import path from 'node:path';
+
+/** Every setting sockpit reads, parsed once at start (SPEC §1). Nothing else reads process.env. */
+export interface Config {
+  port: number;
+  host: string;
+  devicePort: number;
+  dataDir: string;
+  databaseUrl: string | null;
+  redisUrl: string | null;
+  sessionSecret: string | null;
+  publicOrigin: string | null;
+  trustProxy: boolean;
+  allowAnonymousDevices: boolean;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Seconds a queued command waits for its device before it is `expired`. */
+  commandTtlS: number;
+  /** Seconds a sent command waits for its ack before it is `timeout`. */
+  commandTimeoutS: number;
+  /** Idle session timeout, minutes. */
+  sessionIdleMin: number;
+  /** Absolute session lifetime, hours. */
+  sessionMaxH: number;
+  /** Device connections allowed from one IP address. */
+  deviceMaxPerIp: number;
+  /** Device connections allowed in total (net.Server.maxConnections). */
+  deviceMaxConnections: number;
+  /** Lines per second a device may send before it is `rate_limited`. */
+  deviceMaxLinesPerS: number;
+  /** Login attempts per username+IP in a 15-minute window before 429. */
+  loginMaxAttempts: number;
+  /** Bcrypt cost factor. */
+  bcryptRounds: number;
+  /** Lease, in seconds, of a device's presence in multi-instance mode. */
+  presenceTtlS: number;
+  /** Telemetry batching bounds. */
+  telemetryBatchRows: number;
+  telemetryBatchMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly setting: string, message: string) {
+    super(`${setting}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+  const v = str(env, name);
+  if (v === undefined) return def;
+  if (!/^\d+$/.test(v)) throw new ConfigError(name, `must be a whole number, got "${v}"`);
+  const n = Number(v);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function port(env: Env, name: string, def: number): number {
+  return int(env, name, def, 0, 65535);
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+  const v = str(env, name);
+  if (v === undefined) return def;
+  const l = v.toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(l)) return true;
+  if (['0', 'false', 'no', 'off'].includes(l)) return false;
+  throw new ConfigError(name, `must be true or false, got "${v}"`);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | null {
+  const v = str(env, name);
+  if (v === undefined) return null;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new ConfigError(name, `is not a valid URL`);
+  }
+  if (!protocols.includes(u.protocol)) {
+    throw new ConfigError(name, `must start with ${protocols.map((p) => p + '//').join(' or ')}`);
+  }
+  return v;
+}
+
+/** Parses settings from an environment; throws ConfigError naming the first bad setting. */
+export function loadConfig(env: Env = process.env): Config {
+  const logLevel = (str(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+  const publicOrigin = url(env, 'PUBLIC_ORIGIN', ['http:', 'https:']);
+  if (publicOrigin !== null && new URL(publicOrigin).origin !== publicOrigin.replace(/\/$/, '')) {
+    throw new ConfigError('PUBLIC_ORIGIN', 'must be an origin only, like https://iot.example.com (no path)');
+  }
+  const sessionSecret = str(env, 'SESSION_SECRET') ?? null;
+  if (sessionSecret !== null && sessionSecret.length < 16) {
+    throw new ConfigError('SESSION_SECRET', 'must be at least 16 characters long');
+  }
+  const host = str(env, 'HOST') ?? '0.0.0.0';
+  if (!/^[A-Za-z0-9.:\-[\]]+$/.test(host)) throw new ConfigError('HOST', `is not a host name or address: "${host}"`);
+  return {
+    port: port(env, 'PORT', 3000),
+    host,
+    devicePort: port(env, 'DEVICE_PORT', 7000),
+    dataDir: path.resolve(str(env, 'DATA_DIR') ?? './data'),
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    sessionSecret,
+    publicOrigin: publicOrigin === null ? null : new URL(publicOrigin).origin,
+    trustProxy: bool(env, 'TRUST_PROXY', false),
+    allowAnonymousDevices: bool(env, 'ALLOW_ANONYMOUS_DEVICES', false),
+    logLevel: logLevel as Config['logLevel'],
+    commandTtlS: int(env, 'COMMAND_TTL_S', 60, 1, 86400),
+    commandTimeoutS: int(env, 'COMMAND_TIMEOUT_S', 10, 1, 3600),
+    sessionIdleMin: int(env, 'SESSION_IDLE_MIN', 30, 1, 7 * 24 * 60),
+    sessionMaxH: int(env, 'SESSION_MAX_H', 8, 1, 24 * 30),
+    deviceMaxPerIp: int(env, 'DEVICE_MAX_PER_IP', 100, 1, 100000),
+    deviceMaxConnections: int(env, 'DEVICE_MAX_CONNECTIONS', 20000, 1, 1000000),
+    deviceMaxLinesPerS: int(env, 'DEVICE_MAX_LINES_PER_S', 200, 1, 1000000),
+    loginMaxAttempts: int(env, 'LOGIN_MAX_ATTEMPTS', 10, 1, 10000),
+    bcryptRounds: int(env, 'BCRYPT_ROUNDS', 12, 4, 15),
+    presenceTtlS: int(env, 'PRESENCE_TTL_S', 30, 5, 3600),
+    telemetryBatchRows: int(env, 'TELEMETRY_BATCH_ROWS', 500, 1, 10000),
+    telemetryBatchMs: int(env, 'TELEMETRY_BATCH_MS', 20, 0, 10000),
+  };
+}

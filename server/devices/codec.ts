@@ -1,0 +1,125 @@
+/** Encoding and decoding of the device line protocol (SPEC §3): base64(UTF-8 JSON) or plain JSON. */
+
+export type Encoding = 'base64' | 'json';
+
+export const MAX_LINE_BYTES = 16 * 1024;
+
+export type DecodeError = 'bad_base64' | 'bad_json' | 'protocol';
+
+export type Decoded =
+  | { ok: true; encoding: Encoding; message: Record<string, unknown> }
+  | { ok: false; encoding: Encoding; error: DecodeError; detail: string };
+
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Keys that would reach Object.prototype if copied carelessly; refused at the door. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+function hasForbiddenKey(v: unknown, depth = 0): boolean {
+  if (depth > 32) return true;
+  if (Array.isArray(v)) return v.some((x) => hasForbiddenKey(x, depth + 1));
+  if (v !== null && typeof v === 'object') {
+    for (const k of Object.keys(v)) {
+      if (FORBIDDEN_KEYS.has(k) || hasForbiddenKey((v as Record<string, unknown>)[k], depth + 1)) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Decodes one line (without its line ending). Base64 is checked strictly: only the canonical
+ * alphabet with correct padding, no whitespace.
+ */
+export function decodeLine(body: Buffer): Decoded {
+  const encoding: Encoding = body[0] === 0x7b /* { */ ? 'json' : 'base64';
+  let bytes: Buffer = body;
+  if (encoding === 'base64') {
+    const text = body.toString('latin1');
+    if (text.length === 0 || !BASE64_RE.test(text)) {
+      return { ok: false, encoding, error: 'bad_base64', detail: 'line is not valid base64' };
+    }
+    bytes = Buffer.from(text, 'base64');
+  }
+  let json: string;
+  try {
+    json = utf8.decode(bytes);
+  } catch {
+    return { ok: false, encoding, error: 'bad_json', detail: 'message is not valid UTF-8' };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return { ok: false, encoding, error: 'bad_json', detail: 'message is not valid JSON' };
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { ok: false, encoding, error: 'protocol', detail: 'message must be a JSON object' };
+  }
+  if (hasForbiddenKey(value)) {
+    return { ok: false, encoding, error: 'protocol', detail: 'message uses a reserved key' };
+  }
+  return { ok: true, encoding, message: value as Record<string, unknown> };
+}
+
+/** Encodes one message as a line in the given encoding, `\n` included. */
+export function encodeLine(message: object, encoding: Encoding): Buffer {
+  const json = JSON.stringify(message);
+  return encoding === 'json'
+    ? Buffer.from(json + '\n', 'utf8')
+    : Buffer.from(Buffer.from(json, 'utf8').toString('base64') + '\n', 'latin1');
+}
+
+/**
+ * Splits a byte stream into lines with bounded memory: a line longer than `maxLine` bytes is
+ * reported once (as `overflow`) instead of being buffered.
+ */
+export class LineSplitter {
+  private parts: Buffer[] = [];
+  private pending = 0;
+
+  constructor(private readonly maxLine = MAX_LINE_BYTES) {}
+
+  /** Feeds a chunk; calls `onLine` per complete line. Returns false once a line overflowed. */
+  push(chunk: Buffer, onLine: (line: Buffer) => void): boolean {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl === -1) {
+        const rest = chunk.length - start;
+        // One byte of slack: it may be the CR of a CRLF whose LF is still on its way.
+        if (this.pending + rest > this.maxLine + 1) return this.overflow();
+        if (rest > 0) {
+          this.parts.push(chunk.subarray(start));
+          this.pending += rest;
+        }
+        return true;
+      }
+      let line: Buffer;
+      if (this.pending === 0) {
+        line = chunk.subarray(start, nl);
+      } else {
+        this.parts.push(chunk.subarray(start, nl));
+        line = Buffer.concat(this.parts, this.pending + (nl - start));
+        this.parts = [];
+        this.pending = 0;
+      }
+      // A CR before the LF is not part of the line (Arduino println), so it is dropped here.
+      if (line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
+      if (line.length > this.maxLine) return this.overflow();
+      if (line.length > 0) onLine(line);
+      start = nl + 1;
+    }
+  }
+
+  /** Bytes held for an unfinished line. */
+  get buffered(): number {
+    return this.pending;
+  }
+
+  private overflow(): false {
+    this.parts = [];
+    this.pending = 0;
+    return false;
+  }
+}

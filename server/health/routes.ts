@@ -1,0 +1,73 @@
+import { Router } from 'express';
+import client from 'prom-client';
+import type { Fabric } from '../cluster/fabric';
+import type { CommandService } from '../commands/service';
+import type { DeviceHub } from '../devices/hub';
+import type { IO } from '../realtime/broadcast';
+import type { Storage } from '../storage';
+import type { TelemetryWriter } from '../telemetry/writer';
+
+export interface HealthDeps {
+  storage: Storage;
+  fabric: Fabric;
+  hub: DeviceHub;
+  writer: TelemetryWriter;
+  commands: CommandService;
+  io: () => IO;
+}
+
+/** A counter whose value is read from a running total kept by the component itself. */
+function total(registry: client.Registry, name: string, help: string, read: () => number, labels?: { name: string; read: () => Record<string, number> }) {
+  new client.Counter({
+    name,
+    help,
+    labelNames: labels ? [labels.name] : [],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (labels) for (const [k, v] of Object.entries(labels.read())) this.inc({ [labels.name]: k }, v);
+      else this.inc(read());
+    },
+  });
+}
+
+function gauge(registry: client.Registry, name: string, help: string, read: () => number) {
+  new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
+}
+
+/** /healthz (alive), /readyz (storage and Redis reachable) and /metrics (Prometheus). */
+export function healthRoutes(deps: HealthDeps): Router {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  gauge(registry, 'sockpit_device_connections', 'Open device TCP connections on this instance', () => deps.hub.connectionCount);
+  gauge(registry, 'sockpit_devices_online', 'Devices connected and authenticated on this instance', () => deps.hub.onlineCount);
+  gauge(registry, 'sockpit_sockets_connected', 'Socket.IO clients connected to this instance', () => deps.io().of('/').sockets.size);
+  gauge(registry, 'sockpit_telemetry_pending', 'Readings waiting to be written', () => deps.writer.pending);
+  total(registry, 'sockpit_device_messages_total', 'Telemetry messages received from devices', () => deps.hub.counters.lines);
+  total(registry, 'sockpit_telemetry_stored_total', 'Readings committed to storage', () => deps.writer.stored);
+  total(registry, 'sockpit_device_connections_refused_total', 'Device connections refused by the per-IP cap', () => deps.hub.counters.refused);
+  total(registry, 'sockpit_commands_total', 'Command status changes made by this instance', () => 0, {
+    name: 'status',
+    read: () => ({ ...deps.commands.counters }),
+  });
+
+  const r = Router();
+  r.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  r.get('/readyz', async (_req, res) => {
+    const timeout = <T>(p: Promise<T>) => Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
+    const storage = await timeout(deps.storage.ping()).then(() => true, () => false);
+    const redis = deps.fabric.kind === 'redis' ? await timeout(deps.fabric.healthy()).catch(() => false) : null;
+    const ok = storage && !deps.writer.unhealthy && redis !== false;
+    res.status(ok ? 200 : 503).json({
+      status: ok ? 'ready' : 'unavailable',
+      storage: storage && !deps.writer.unhealthy ? 'ok' : 'unreachable',
+      ...(redis === null ? {} : { redis: redis ? 'ok' : 'unreachable' }),
+    });
+  });
+  r.get('/metrics', async (_req, res) => {
+    res.type(registry.contentType).send(await registry.metrics());
+  });
+  return r;
+}

@@ -1,0 +1,184 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { RequestHandler } from 'express';
+import type session from 'express-session';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { Server } from 'socket.io';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Config } from '../config';
+import { roleAtLeast, sessionTooOld } from '../auth/session';
+import type { Fabric } from '../cluster/fabric';
+import { ACTIONS, CommandService, NotFoundError } from '../commands/service';
+import type { Storage } from '../storage';
+import { fleetViews } from '../web/pages';
+import type { Broadcaster, IO } from './broadcast';
+import { commandView, rooms } from './events';
+
+type SessionRequest = IncomingMessage & { session?: session.Session & Partial<session.SessionData>; sessionID?: string; _query?: Record<string, string> };
+
+/** Largest event payload a browser may send; commands and settings are small. */
+export const MAX_EVENT_BYTES = 8 * 1024;
+
+const deviceId = z.string().min(1).max(64);
+const schemas = {
+  deviceRef: z.object({ deviceId }).strict(),
+  history: z.object({ deviceId, limit: z.number().int().min(1).max(2000).optional() }).strict(),
+  command: z
+    .object({
+      deviceId,
+      action: z.enum(ACTIONS),
+      params: z
+        .record(z.string().min(1).max(64), z.union([z.string().max(256), z.number().finite(), z.boolean()]))
+        .refine((p) => Object.keys(p).length <= 16, 'at most 16 settings')
+        .optional(),
+    })
+    .strict()
+    .refine((c) => c.action !== 'changesetting' || (c.params && Object.keys(c.params).length > 0), 'changesetting needs params'),
+};
+
+/** The origin browsers must come from: PUBLIC_ORIGIN, or else this server's own host. */
+export function originAllowed(req: IncomingMessage, config: Config): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true; // Not a browser; the session cookie is still required.
+  if (config.publicOrigin) return origin === config.publicOrigin;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+export interface RealtimeDeps {
+  config: Config;
+  storage: Storage;
+  fabric: Fabric;
+  commands: CommandService;
+  broadcast: Broadcaster;
+  sessionMiddleware: RequestHandler;
+  sessionStore: session.Store;
+  log: Logger;
+}
+
+/** Socket.IO on the HTTP server; foreign origins are refused at the handshake. */
+export function createIO(http: HttpServer, config: Config): IO {
+  return new Server(http, {
+    serveClient: false,
+    maxHttpBufferSize: MAX_EVENT_BYTES,
+    pingInterval: 20_000,
+    allowRequest: (req, cb) => {
+      const ok = originAllowed(req, config);
+      cb(ok ? null : 'forbidden origin', ok);
+    },
+  });
+}
+
+/**
+ * Shares the login session with Socket.IO and registers the event handlers (docs/realtime.md).
+ * Handlers validate each payload and answer through the ack; they never throw.
+ */
+export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } {
+  const { config, storage, fabric, commands, log } = deps;
+
+  // The session middleware runs on the handshake only, not on every long-polling request.
+  io.engine.use((req: SessionRequest, res: unknown, next: (err?: unknown) => void) => {
+    if (req._query?.sid === undefined) deps.sessionMiddleware(req as never, res as never, next);
+    else next();
+  });
+
+  io.use(async (socket, next) => {
+    const req = socket.request as SessionRequest;
+    const sess = req.session;
+    if (!sess?.userId || sessionTooOld(sess, config)) return next(new Error('unauthorized'));
+    const user = await storage.getUserById(sess.userId).catch(() => null);
+    if (!user) return next(new Error('unauthorized'));
+    socket.data = { userId: user.id, username: user.username, role: user.role, sid: req.sessionID! };
+    next();
+  });
+
+  const limiter = new RateLimiterMemory({ keyPrefix: 'socket_events', points: 50, duration: 1 });
+
+  io.on('connection', (socket) => {
+    const { userId, sid } = socket.data;
+    void socket.join([rooms.fleet, rooms.user(userId), rooms.session(sid)]);
+
+    /** Wraps a handler: rate limit, schema check, one error path. */
+    function on<S extends z.ZodType, R extends object>(
+      event: 'fleet:list' | 'device:watch' | 'device:unwatch' | 'telemetry:history' | 'command:send',
+      schema: S,
+      handler: (p: z.infer<S>) => Promise<R>,
+    ): void {
+      socket.on(event, async (payload: unknown, ack: unknown) => {
+        const reply = typeof ack === 'function' ? (ack as (r: object) => void) : () => {};
+        try {
+          await limiter.consume(String(userId));
+        } catch {
+          return reply({ ok: false, error: 'rate_limited' });
+        }
+        const parsed = schema.safeParse(payload ?? {});
+        if (!parsed.success) return reply({ ok: false, error: 'bad_request' });
+        try {
+          reply({ ok: true, ...(await handler(parsed.data)) });
+        } catch (err) {
+          if (err instanceof Forbidden) return reply({ ok: false, error: 'forbidden' });
+          if (err instanceof NotFoundError) return reply({ ok: false, error: 'not_found' });
+          log.error({ err, event }, 'socket handler failed');
+          reply({ ok: false, error: 'server_error' });
+        }
+      });
+    }
+
+    on('fleet:list', z.object({}).strict(), async () => ({ devices: await fleetViews(storage, fabric) }));
+
+    on('device:watch', schemas.deviceRef, async ({ deviceId }) => {
+      const [device] = await fleetViews(storage, fabric, [deviceId]);
+      if (!device) throw new NotFoundError();
+      await socket.join(rooms.device(deviceId));
+      const recent = await commands.recent(deviceId);
+      return { device, commands: recent.map(commandView), log: deps.broadcast.recentLog(deviceId) };
+    });
+
+    on('device:unwatch', schemas.deviceRef, async ({ deviceId }) => {
+      await socket.leave(rooms.device(deviceId));
+      return {};
+    });
+
+    on('telemetry:history', schemas.history, async ({ deviceId, limit }) => ({
+      points: await storage.telemetryHistory(deviceId, limit ?? 500),
+    }));
+
+    on('command:send', schemas.command, async ({ deviceId, action, params }) => {
+      // The role is read fresh: a demotion takes effect on the next click, not the next login.
+      const user = await storage.getUserById(userId);
+      if (!user || !roleAtLeast(user.role, 'operator')) throw new Forbidden();
+      const cmd = await commands.send({ deviceId, action, params: params ?? null, user });
+      return { command: commandView(cmd) };
+    });
+  });
+
+  // Sessions that expired, were destroyed elsewhere or outlived their lifetime lose their sockets.
+  const recheck = setInterval(() => void recheckSessions(), 30_000);
+  recheck.unref();
+  async function recheckSessions(): Promise<void> {
+    const bySid = new Map<string, number>();
+    for (const s of io.of('/').sockets.values()) bySid.set(s.data.sid, s.data.userId);
+    for (const [sid, userId] of bySid) {
+      const alive = await new Promise<boolean>((resolve) =>
+        deps.sessionStore.get(sid, (err, sess) => {
+          if (err) return resolve(true); // Store unreachable: do not log everyone out.
+          resolve(!!sess && sess.userId === userId && !sessionTooOld(sess, config));
+        }),
+      );
+      if (!alive) endSession(io, sid, 'expired');
+    }
+  }
+
+  return { close: () => clearInterval(recheck) };
+}
+
+class Forbidden extends Error {}
+
+/** Tells a session's sockets why, then disconnects them (on every instance). */
+export function endSession(io: IO, sid: string, reason: 'logout' | 'expired'): void {
+  io.to(rooms.session(sid)).emit('session:ended', { reason });
+  io.in(rooms.session(sid)).disconnectSockets(true);
+}

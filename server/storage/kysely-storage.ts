@@ -1,0 +1,390 @@
+import { Generated, Kysely, Migrator, Selectable, sql } from 'kysely';
+import { migrations } from './migrations';
+import {
+  Command,
+  CommandPatch,
+  CommandStatus,
+  Device,
+  DuplicateError,
+  Role,
+  Storage,
+  TelemetryPoint,
+  TelemetryRow,
+  User,
+} from './types';
+
+export interface DB {
+  settings: { key: string; value: string };
+  users: { id: Generated<number>; username: string; password_hash: string; role: string; created_at: number };
+  devices: {
+    id: string;
+    name: string;
+    token_hash: string;
+    created_at: number;
+    last_seen: number | null;
+    firmware: string | null;
+    latest: string | null;
+    latest_at: number | null;
+  };
+  telemetry: { id: Generated<number>; device_id: string; msg_id: string | null; ts: number; data: string };
+  commands: {
+    id: string;
+    device_id: string;
+    action: string;
+    params: string | null;
+    status: string;
+    result: string | null;
+    error: string | null;
+    created_at: number;
+    updated_at: number;
+    expires_at: number;
+    sent_at: number | null;
+    sent_by: string | null;
+    sent_by_user_id: number | null;
+  };
+  sessions: { sid: string; data: string; expires_at: number };
+}
+
+/** Stored JSON columns are only ever written by us, but a damaged value must not crash a page. */
+function parseJson<T>(text: string | null): T | null {
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return null;
+  }
+}
+
+function toUser(r: Selectable<DB['users']>): User {
+  return { id: Number(r.id), username: r.username, passwordHash: r.password_hash, role: r.role as Role, createdAt: Number(r.created_at) };
+}
+
+function toDevice(r: Selectable<DB['devices']>): Device {
+  return {
+    id: r.id,
+    name: r.name,
+    tokenHash: r.token_hash,
+    createdAt: Number(r.created_at),
+    lastSeen: r.last_seen === null ? null : Number(r.last_seen),
+    firmware: r.firmware,
+    latest: parseJson<Record<string, unknown>>(r.latest),
+    latestAt: r.latest_at === null ? null : Number(r.latest_at),
+  };
+}
+
+function toCommand(r: Selectable<DB['commands']>): Command {
+  return {
+    id: r.id,
+    deviceId: r.device_id,
+    action: r.action,
+    params: parseJson<Record<string, unknown>>(r.params),
+    status: r.status as CommandStatus,
+    result: r.result === null ? null : parseJson<unknown>(r.result),
+    error: r.error,
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+    expiresAt: Number(r.expires_at),
+    sentAt: r.sent_at === null ? null : Number(r.sent_at),
+    sentBy: r.sent_by,
+    sentByUserId: r.sent_by_user_id === null ? null : Number(r.sent_by_user_id),
+  };
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '23505' || e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+/**
+ * The storage interface over Kysely. The engines differ only in how a telemetry batch is written
+ * (the hot path), which each subclass implements with its fastest native statement.
+ */
+export abstract class KyselyStorage implements Storage {
+  abstract readonly kind: 'sqlite' | 'postgres';
+
+  constructor(protected readonly db: Kysely<DB>) {}
+
+  async migrate(): Promise<void> {
+    const migrator = new Migrator({ db: this.db, provider: migrations(this.kind) });
+    const { error, results } = await migrator.migrateToLatest();
+    const failed = results?.find((r) => r.status === 'Error');
+    if (error || failed) {
+      throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${(error as Error)?.message ?? 'unknown error'}`);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  async getSetting(key: string): Promise<string | null> {
+    const r = await this.db.selectFrom('settings').select('value').where('key', '=', key).executeTakeFirst();
+    return r?.value ?? null;
+  }
+
+  async initSetting(key: string, value: string): Promise<string> {
+    await this.db.insertInto('settings').values({ key, value }).onConflict((oc) => oc.column('key').doNothing()).execute();
+    return (await this.getSetting(key)) ?? value;
+  }
+
+  async countUsers(): Promise<number> {
+    const r = await this.db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  async countAdmins(): Promise<number> {
+    const r = await this.db
+      .selectFrom('users')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('role', '=', 'admin')
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  async createUser(u: { username: string; passwordHash: string; role: Role }, onlyIfNoUsers = false): Promise<User | null> {
+    const row = { username: u.username, password_hash: u.passwordHash, role: u.role, created_at: Date.now() };
+    try {
+      if (onlyIfNoUsers) {
+        // One statement, so two racing first-run setups cannot both create an owner.
+        const res = await sql<Selectable<DB['users']>>`
+          insert into users (username, password_hash, role, created_at)
+          select ${row.username}, ${row.password_hash}, ${row.role}, ${row.created_at}
+          where not exists (select 1 from users)
+          returning *`.execute(this.db);
+        const r = res.rows[0];
+        return r ? toUser(r) : null;
+      }
+      const r = await this.db.insertInto('users').values(row).returningAll().executeTakeFirstOrThrow();
+      return toUser(r);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new DuplicateError(`user ${u.username}`);
+      throw err;
+    }
+  }
+
+  async getUserByName(username: string): Promise<User | null> {
+    const r = await this.db.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst();
+    return r ? toUser(r) : null;
+  }
+
+  async getUserById(id: number): Promise<User | null> {
+    const r = await this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? toUser(r) : null;
+  }
+
+  async listUsers(): Promise<User[]> {
+    return (await this.db.selectFrom('users').selectAll().orderBy('username').execute()).map(toUser);
+  }
+
+  async setUserRole(id: number, role: Role): Promise<boolean> {
+    const r = await this.db.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  async setUserPassword(id: number, passwordHash: string): Promise<boolean> {
+    const r = await this.db.updateTable('users').set({ password_hash: passwordHash }).where('id', '=', id).executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  async deleteUser(id: number): Promise<boolean> {
+    const r = await this.db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+
+  async createDevice(d: { id: string; name: string; tokenHash: string }): Promise<Device> {
+    try {
+      const r = await this.db
+        .insertInto('devices')
+        .values({ id: d.id, name: d.name, token_hash: d.tokenHash, created_at: Date.now() })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      return toDevice(r);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new DuplicateError(`device ${d.id}`);
+      throw err;
+    }
+  }
+
+  async getDevice(id: string): Promise<Device | null> {
+    const r = await this.db.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? toDevice(r) : null;
+  }
+
+  async listDevices(): Promise<Device[]> {
+    return (await this.db.selectFrom('devices').selectAll().orderBy('id').execute()).map(toDevice);
+  }
+
+  async setDeviceToken(id: string, tokenHash: string): Promise<boolean> {
+    const r = await this.db.updateTable('devices').set({ token_hash: tokenHash }).where('id', '=', id).executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  async deleteDevice(id: string): Promise<boolean> {
+    return this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('telemetry').where('device_id', '=', id).execute();
+      await tx.deleteFrom('commands').where('device_id', '=', id).execute();
+      const r = await tx.deleteFrom('devices').where('id', '=', id).executeTakeFirst();
+      return Number(r.numDeletedRows) > 0;
+    });
+  }
+
+  async markDeviceSeen(id: string, lastSeen: number, firmware?: string | null): Promise<void> {
+    const set: { last_seen: number; firmware?: string | null } = { last_seen: lastSeen };
+    if (firmware !== undefined) set.firmware = firmware;
+    await this.db.updateTable('devices').set(set).where('id', '=', id).execute();
+  }
+
+  abstract insertTelemetry(rows: TelemetryRow[]): Promise<void>;
+
+  async telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]> {
+    const rows = await this.db
+      .selectFrom('telemetry')
+      .select(['ts', 'data'])
+      .where('device_id', '=', deviceId)
+      .orderBy('ts', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+    return rows
+      .reverse()
+      .map((r) => ({ ts: Number(r.ts), data: parseJson<Record<string, unknown>>(r.data) ?? {} }));
+  }
+
+  async countTelemetry(deviceId?: string): Promise<number> {
+    let q = this.db.selectFrom('telemetry').select((eb) => eb.fn.countAll<number>().as('n'));
+    if (deviceId !== undefined) q = q.where('device_id', '=', deviceId);
+    return Number((await q.executeTakeFirstOrThrow()).n);
+  }
+
+  async insertCommand(c: Command): Promise<void> {
+    await this.db
+      .insertInto('commands')
+      .values({
+        id: c.id,
+        device_id: c.deviceId,
+        action: c.action,
+        params: c.params === null ? null : JSON.stringify(c.params),
+        status: c.status,
+        result: c.result === null || c.result === undefined ? null : JSON.stringify(c.result),
+        error: c.error,
+        created_at: c.createdAt,
+        updated_at: c.updatedAt,
+        expires_at: c.expiresAt,
+        sent_at: c.sentAt,
+        sent_by: c.sentBy,
+        sent_by_user_id: c.sentByUserId,
+      })
+      .execute();
+  }
+
+  async getCommand(id: string): Promise<Command | null> {
+    const r = await this.db.selectFrom('commands').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? toCommand(r) : null;
+  }
+
+  async updateCommand(id: string, from: readonly CommandStatus[], patch: CommandPatch): Promise<Command | null> {
+    const set: Partial<DB['commands']> = { updated_at: patch.updatedAt };
+    if (patch.status !== undefined) set.status = patch.status;
+    if (patch.error !== undefined) set.error = patch.error;
+    if (patch.sentAt !== undefined) set.sent_at = patch.sentAt;
+    if (patch.result !== undefined) set.result = patch.result === null ? null : JSON.stringify(patch.result);
+    const r = await this.db
+      .updateTable('commands')
+      .set(set)
+      .where('id', '=', id)
+      .where('status', 'in', [...from])
+      .returningAll()
+      .executeTakeFirst();
+    return r ? toCommand(r) : null;
+  }
+
+  async listCommands(deviceId: string, limit: number): Promise<Command[]> {
+    const rows = await this.db
+      .selectFrom('commands')
+      .selectAll()
+      .where('device_id', '=', deviceId)
+      .orderBy('created_at', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(toCommand);
+  }
+
+  async queuedCommands(deviceId: string, now: number): Promise<Command[]> {
+    const rows = await this.db
+      .selectFrom('commands')
+      .selectAll()
+      .where('device_id', '=', deviceId)
+      .where('status', '=', 'queued')
+      .where('expires_at', '>', now)
+      .orderBy('created_at')
+      .execute();
+    return rows.map(toCommand);
+  }
+
+  async expireQueued(now: number): Promise<Command[]> {
+    const rows = await this.db
+      .updateTable('commands')
+      .set({ status: 'expired', error: 'not delivered within its time to live', updated_at: now })
+      .where('status', '=', 'queued')
+      .where('expires_at', '<=', now)
+      .returningAll()
+      .execute();
+    return rows.map(toCommand);
+  }
+
+  async timeoutSent(sentBefore: number, now: number): Promise<Command[]> {
+    const rows = await this.db
+      .updateTable('commands')
+      .set({ status: 'timeout', error: 'no acknowledgement from the device', updated_at: now })
+      .where('status', '=', 'sent')
+      .where('sent_at', '<', sentBefore)
+      .returningAll()
+      .execute();
+    return rows.map(toCommand);
+  }
+
+  async getSession(sid: string, now: number): Promise<string | null> {
+    const r = await this.db
+      .selectFrom('sessions')
+      .select('data')
+      .where('sid', '=', sid)
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+    return r?.data ?? null;
+  }
+
+  async setSession(sid: string, data: string, expiresAt: number): Promise<void> {
+    await this.db
+      .insertInto('sessions')
+      .values({ sid, data, expires_at: expiresAt })
+      .onConflict((oc) => oc.column('sid').doUpdateSet({ data, expires_at: expiresAt }))
+      .execute();
+  }
+
+  async touchSession(sid: string, expiresAt: number): Promise<void> {
+    await this.db.updateTable('sessions').set({ expires_at: expiresAt }).where('sid', '=', sid).execute();
+  }
+
+  async destroySession(sid: string): Promise<void> {
+    await this.db.deleteFrom('sessions').where('sid', '=', sid).execute();
+  }
+
+  async pruneSessions(now: number): Promise<number> {
+    const r = await this.db.deleteFrom('sessions').where('expires_at', '<=', now).executeTakeFirst();
+    return Number(r.numDeletedRows);
+  }
+}
+
+/** The newest reading of each device in a batch, for the devices table. */
+export function latestPerDevice(rows: TelemetryRow[]): Map<string, TelemetryRow> {
+  const latest = new Map<string, TelemetryRow>();
+  for (const r of rows) {
+    const cur = latest.get(r.deviceId);
+    if (!cur || r.ts >= cur.ts) latest.set(r.deviceId, r);
+  }
+  return latest;
+}

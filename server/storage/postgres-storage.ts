@@ -1,0 +1,52 @@
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { DB, KyselyStorage, latestPerDevice } from './kysely-storage';
+import { TelemetryRow } from './types';
+
+const INT8_OID = 20;
+
+/** Storage on PostgreSQL (DATABASE_URL), for one or many instances. */
+export class PostgresStorage extends KyselyStorage {
+  readonly kind = 'postgres' as const;
+
+  /** Connects and runs the migrations (serialised across instances by Kysely's migration lock). */
+  static async open(databaseUrl: string): Promise<PostgresStorage> {
+    const pool = new pg.Pool({
+      connectionString: databaseUrl,
+      max: 10,
+      connectionTimeoutMillis: 5000,
+      // Times are unix ms in bigint columns; they fit a JS number exactly.
+      types: {
+        getTypeParser: ((oid: number, format?: string) =>
+          oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+      },
+    });
+    // An idle client losing its server must not crash the process; the next query reports it.
+    pool.on('error', () => {});
+    const storage = new PostgresStorage(new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
+    try {
+      await storage.migrate();
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw err;
+    }
+    return storage;
+  }
+
+  async insertTelemetry(rows: TelemetryRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const latest = [...latestPerDevice(rows).values()];
+    await this.db.transaction().execute(async (tx) => {
+      await sql`
+        INSERT INTO telemetry (device_id, msg_id, ts, data)
+        SELECT * FROM unnest(${rows.map((r) => r.deviceId)}::text[], ${rows.map((r) => r.msgId)}::text[],
+                             ${rows.map((r) => r.ts)}::bigint[], ${rows.map((r) => JSON.stringify(r.data))}::text[])
+        ON CONFLICT (device_id, msg_id) DO NOTHING`.execute(tx);
+      await sql`
+        UPDATE devices d SET latest = v.data, latest_at = v.ts, last_seen = greatest(coalesce(d.last_seen, 0), v.ts)
+        FROM unnest(${latest.map((r) => r.deviceId)}::text[], ${latest.map((r) => r.ts)}::bigint[],
+                    ${latest.map((r) => JSON.stringify(r.data))}::text[]) AS v(id, ts, data)
+        WHERE d.id = v.id`.execute(tx);
+    });
+  }
+}

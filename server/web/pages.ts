@@ -1,0 +1,150 @@
+import { Request, Router } from 'express';
+import type { Config } from '../config';
+import type { Fabric } from '../cluster/fabric';
+import { addDevice, firmwareSnippet, InputError, removeDevice, rotateDeviceToken, simulateLine } from '../devices/admin';
+import { addUser, removeUser, setRole } from '../auth/users';
+import { csrfToken, requireLogin, requireRole, roleAtLeast } from '../auth/session';
+import { deviceView, DeviceView } from '../realtime/events';
+import type { Storage } from '../storage';
+
+export interface PageDeps {
+  config: Config;
+  storage: Storage;
+  fabric: Fabric;
+  /** Disconnects a device whose token was rotated or which was removed. */
+  kickDevice: (id: string, detail: string) => void;
+}
+
+/** Device views with cluster-wide presence. */
+export async function fleetViews(storage: Storage, fabric: Fabric, ids?: string[]): Promise<DeviceView[]> {
+  const devices = ids ? (await Promise.all(ids.map((id) => storage.getDevice(id)))).filter((d) => d !== null) : await storage.listDevices();
+  const presence = await fabric.presence(devices.map((d) => d.id)).catch(() => new Map());
+  return devices.map((d) => deviceView(d, presence.get(d.id)));
+}
+
+/** The host name devices should dial, as the browser sees this server. */
+function deviceHost(req: Request, config: Config): string {
+  if (config.publicOrigin) return new URL(config.publicOrigin).hostname;
+  return (req.hostname || '127.0.0.1').replace(/^\[|\]$/g, '');
+}
+
+/** The dashboard, the device page and the admin pages (SPEC §5). */
+export function pageRoutes(deps: PageDeps): Router {
+  const { config, storage, fabric } = deps;
+  const r = Router();
+  const base = (req: Request, title: string) => ({ title, user: req.user ?? null, csrfToken: csrfToken(req) });
+
+  r.get('/', requireLogin, async (req, res) => {
+    res.render('dashboard', { ...base(req, 'Devices'), devices: await fleetViews(storage, fabric) });
+  });
+
+  r.get('/devices/:id', requireLogin, async (req, res, next) => {
+    const [device] = await fleetViews(storage, fabric, [String(req.params.id)]);
+    if (!device) return next();
+    res.render('device', { ...base(req, device.name), device, canAct: roleAtLeast(req.user!.role, 'operator') });
+  });
+
+  const renderDevices = async (req: Request, extra: { error?: string | null; created?: unknown } = {}) => ({
+    ...base(req, 'Devices'),
+    devices: await fleetViews(storage, fabric),
+    error: extra.error ?? null,
+    created: extra.created ?? null,
+  });
+  const created = (req: Request, id: string, name: string, token: string) => {
+    const host = deviceHost(req, config);
+    return { id, name, token, snippet: firmwareSnippet(id, token, host, config.devicePort), simulate: simulateLine(id, token, host, config.devicePort) };
+  };
+
+  r.get('/admin/devices', requireRole('admin'), async (req, res) => {
+    res.render('admin-devices', await renderDevices(req));
+  });
+
+  r.post('/admin/devices', requireRole('admin'), async (req, res) => {
+    const body = req.body as Record<string, unknown>;
+    const id = typeof body.id === 'string' ? body.id.trim() : '';
+    const name = typeof body.name === 'string' ? body.name : '';
+    try {
+      const { device, token } = await addDevice(storage, id, name);
+      res.status(201).render('admin-devices', await renderDevices(req, { created: created(req, device.id, device.name, token) }));
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      res.status(400).render('admin-devices', await renderDevices(req, { error: err.message }));
+    }
+  });
+
+  r.post('/admin/devices/:id/token', requireRole('admin'), async (req, res) => {
+    const id = String(req.params.id);
+    try {
+      const token = await rotateDeviceToken(storage, id);
+      deps.kickDevice(id, 'token rotated');
+      const device = await storage.getDevice(id);
+      res.render('admin-devices', await renderDevices(req, { created: created(req, id, device?.name ?? id, token) }));
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      res.status(404).render('admin-devices', await renderDevices(req, { error: err.message }));
+    }
+  });
+
+  r.post('/admin/devices/:id/remove', requireRole('admin'), async (req, res) => {
+    const id = String(req.params.id);
+    try {
+      await removeDevice(storage, id);
+      deps.kickDevice(id, 'device removed');
+      res.redirect(303, '/admin/devices');
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      res.status(404).render('admin-devices', await renderDevices(req, { error: err.message }));
+    }
+  });
+
+  const renderUsers = async (req: Request, error: string | null = null, notice: string | null = null) => ({
+    ...base(req, 'Users'),
+    users: (await storage.listUsers()).map((u) => ({ id: u.id, username: u.username, role: u.role, createdAt: u.createdAt })),
+    error,
+    notice,
+  });
+
+  r.get('/admin/users', requireRole('admin'), async (req, res) => {
+    res.render('admin-users', await renderUsers(req));
+  });
+
+  const userAction = (fn: (req: Request) => Promise<string>) =>
+    async (req: Request, res: import('express').Response) => {
+      try {
+        const notice = await fn(req);
+        res.render('admin-users', await renderUsers(req, null, notice));
+      } catch (err) {
+        if (!(err instanceof InputError)) throw err;
+        res.status(400).render('admin-users', await renderUsers(req, err.message));
+      }
+    };
+  const str = (req: Request, k: string) => {
+    const v = (req.body as Record<string, unknown>)[k];
+    return typeof v === 'string' ? v.slice(0, 1024) : '';
+  };
+  const target = async (req: Request) => {
+    const u = await storage.getUserById(Number(req.params.id));
+    if (!u) throw new InputError('No such user.');
+    return u;
+  };
+
+  r.post('/admin/users', requireRole('admin'), userAction(async (req) => {
+    const u = await addUser(storage, str(req, 'username').trim(), str(req, 'password'), str(req, 'role'), config.bcryptRounds);
+    return `User ${u.username} added as ${u.role}.`;
+  }));
+
+  r.post('/admin/users/:id/role', requireRole('admin'), userAction(async (req) => {
+    const u = await target(req);
+    await setRole(storage, u, str(req, 'role'));
+    return `${u.username} is now ${str(req, 'role')}.`;
+  }));
+
+  r.post('/admin/users/:id/remove', requireRole('admin'), userAction(async (req) => {
+    const u = await target(req);
+    if (u.id === req.user!.id) throw new InputError('You cannot remove yourself.');
+    await removeUser(storage, u);
+    return `User ${u.username} removed.`;
+  }));
+
+  return r;
+}

@@ -1,0 +1,166 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { io as ioClient, Socket as ClientSocket } from 'socket.io-client';
+import { App, createApp } from '../../server/app';
+import { addUser } from '../../server/auth/users';
+import { Config, loadConfig } from '../../server/config';
+import { addDevice as addDeviceToStorage } from '../../server/devices/admin';
+import type { Role } from '../../server/storage';
+
+export type { ClientSocket };
+
+export interface TestServer {
+  app: App;
+  config: Config;
+  baseUrl: string;
+  devicePort: number;
+  dataDir: string;
+  close(): Promise<void>;
+  /** Closes this server and starts a new one on the same data (and the same device port). */
+  restart(overrides?: Partial<Config>): Promise<TestServer>;
+}
+
+const open = new Set<TestServer>();
+
+/** Database engine for this run: PostgreSQL when TEST_DATABASE_URL is set (see tests/support/pg.ts). */
+export function testDatabaseUrl(): string | null {
+  return process.env.SOCKPIT_TEST_DATABASE_URL ?? null;
+}
+
+/** A real server on ephemeral ports with its own data dir; quiet logs and cheap bcrypt. */
+export async function startServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+  const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-test-'));
+  const config: Config = {
+    ...loadConfig({}),
+    host: '127.0.0.1',
+    port: 0,
+    devicePort: 0,
+    dataDir,
+    databaseUrl: testDatabaseUrl(),
+    logLevel: process.env.TEST_LOG_LEVEL ? (process.env.TEST_LOG_LEVEL as Config['logLevel']) : 'silent',
+    bcryptRounds: 4,
+    ...overrides,
+  };
+  const app = await createApp(config);
+  const { httpPort, devicePort } = await app.listen();
+  const server: TestServer = {
+    app,
+    config,
+    baseUrl: `http://127.0.0.1:${httpPort}`,
+    devicePort,
+    dataDir,
+    async close() {
+      open.delete(server);
+      await app.close();
+    },
+    async restart(more = {}) {
+      await server.close();
+      return startServer({ ...overrides, dataDir, devicePort, ...more });
+    },
+  };
+  open.add(server);
+  return server;
+}
+
+export async function closeAllServers(): Promise<void> {
+  await Promise.all([...open].map((s) => s.close()));
+}
+
+/** Cookie jar of one browser-like client: keeps the latest value of each cookie. */
+export class CookieJar {
+  private cookies = new Map<string, string>();
+  store(res: Response): void {
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const eq = pair!.indexOf('=');
+      this.cookies.set(pair!.slice(0, eq).trim(), pair!.slice(eq + 1).trim());
+    }
+  }
+  header(): string {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+}
+
+/** Fetches a form page and returns the CSRF token it carries. */
+export async function csrfFrom(baseUrl: string, pagePath: string, jar: CookieJar): Promise<string> {
+  const res = await fetch(baseUrl + pagePath, { headers: { cookie: jar.header() }, redirect: 'manual' });
+  jar.store(res);
+  const html = await res.text();
+  const m = /name="_csrf" value="([^"]+)"/.exec(html);
+  if (!m) throw new Error(`no CSRF token on ${pagePath} (status ${res.status})`);
+  return m[1]!;
+}
+
+/** Posts a form like a browser does (CSRF token included); returns the raw response. */
+export async function postForm(baseUrl: string, pagePath: string, formPath: string, fields: Record<string, string>, jar: CookieJar): Promise<Response> {
+  const token = await csrfFrom(baseUrl, pagePath, jar);
+  const res = await fetch(baseUrl + formPath, {
+    method: 'POST',
+    headers: { cookie: jar.header(), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ ...fields, _csrf: token }).toString(),
+    redirect: 'manual',
+  });
+  jar.store(res);
+  return res;
+}
+
+/** Logs in through the real form; returns the session cookie header. */
+export async function login(server: TestServer, username: string, password: string): Promise<string> {
+  const jar = new CookieJar();
+  const res = await postForm(server.baseUrl, '/login', '/login', { username, password }, jar);
+  if (res.status !== 303) throw new Error(`login failed with status ${res.status}`);
+  return jar.header();
+}
+
+export async function createUserAndLogin(
+  server: TestServer,
+  u: { username: string; password: string; role: Role } = { username: 'owner', password: 'correct horse', role: 'admin' },
+): Promise<string> {
+  await addUser(server.app.storage, u.username, u.password, u.role, 4);
+  return login(server, u.username, u.password);
+}
+
+/** A logged-in socket.io-client (it joins `fleet` on connect). */
+export function connectSocket(server: TestServer, cookie: string, opts: { origin?: string } = {}): Promise<ClientSocket> {
+  const socket = ioClient(server.baseUrl, {
+    transports: ['websocket'],
+    extraHeaders: { cookie, ...(opts.origin ? { origin: opts.origin } : {}) },
+    reconnection: false,
+    forceNew: true,
+  });
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve(socket));
+    socket.once('connect_error', (err) => {
+      socket.close();
+      reject(err);
+    });
+  });
+}
+
+/** Emits an event and resolves with its acknowledgement. */
+export function emitAck<T = any>(socket: ClientSocket, event: string, payload: unknown): Promise<T> {
+  return socket.timeout(5000).emitWithAck(event, payload) as Promise<T>;
+}
+
+/** Resolves with the next event of that name matching the predicate. */
+export function nextEvent<T = any>(socket: ClientSocket, event: string, match: (p: T) => boolean = () => true, timeoutMs = 8000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, on);
+      reject(new Error(`no ${event} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const on = (p: T) => {
+      if (!match(p)) return;
+      clearTimeout(timer);
+      socket.off(event, on);
+      resolve(p);
+    };
+    socket.on(event, on);
+  });
+}
+
+export async function addDevice(server: TestServer, id: string, name?: string): Promise<{ id: string; token: string }> {
+  const { token } = await addDeviceToStorage(server.app.storage, id, name);
+  return { id, token };
+}
