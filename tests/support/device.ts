@@ -54,15 +54,19 @@ export class RawDevice {
     const idx = this.received.findIndex(match);
     if (idx >= 0) return Promise.resolve(this.received.splice(idx, 1)[0]!);
     return new Promise((resolve, reject) => {
-      const w = { match, resolve };
-      this.waiters.push(w);
-      setTimeout(() => {
+      const timer = setTimeout(() => {
         const i = this.waiters.indexOf(w);
-        if (i >= 0) {
-          this.waiters.splice(i, 1);
-          reject(new Error(`no matching message within ${timeoutMs} ms; got ${JSON.stringify(this.received)}`));
-        }
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new Error(`no matching message within ${timeoutMs} ms; got ${JSON.stringify(this.received)}`));
       }, timeoutMs);
+      const w = {
+        match,
+        resolve: (m: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+      };
+      this.waiters.push(w);
     });
   }
 

@@ -1,0 +1,37 @@
+// sockpit browser entry: picks the page module from <body data-page="…">.
+import { startClock } from './lib/clock';
+import { connect } from './lib/socket';
+import { adminDevicesPage, adminUsersPage } from './pages/admin';
+import { loginPage, setupPage } from './pages/auth';
+import { dashboardPage } from './pages/dashboard';
+import { devicePage } from './pages/device';
+
+function start(): void {
+  document.documentElement.classList.add('js');
+  startClock();
+  switch (document.body.dataset.page) {
+    case 'dashboard':
+      dashboardPage(connect());
+      break;
+    case 'device':
+      devicePage(connect());
+      break;
+    case 'admin-devices':
+      adminDevicesPage();
+      break;
+    case 'admin-users':
+      adminUsersPage();
+      break;
+    case 'login':
+      loginPage();
+      break;
+    case 'setup':
+      setupPage();
+      break;
+    default:
+      break;
+  }
+}
+
+if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+else start();

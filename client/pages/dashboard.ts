@@ -1,0 +1,151 @@
+// Dashboard: the fleet grid. First paint comes from the server; the socket keeps it live.
+import { setTime } from '../lib/clock';
+import { $, $$, clear, flash, h, setText } from '../lib/dom';
+import { entries, formatValue } from '../lib/format';
+import { request, type AppSocket } from '../lib/socket';
+import type { DeviceView } from '../lib/types';
+
+const MAX_READINGS = 6;
+
+export function dashboardPage(socket: AppSocket): void {
+  const grid = $('#device-grid');
+  const template = $<HTMLTemplateElement>('#device-card-template');
+  if (!grid || !template) return;
+  const empty = $('#empty-state');
+  const toolbar = $('#fleet-toolbar');
+  const filter = $<HTMLInputElement>('#device-filter');
+  const noMatch = $('#no-match');
+  const devices = new Map<string, DeviceView>();
+
+  const cardOf = (id: string): HTMLElement | undefined =>
+    $$('.device-card', grid).find((el) => el.dataset.deviceId === id);
+
+  function newCard(): HTMLElement {
+    const frag = template!.content.cloneNode(true) as DocumentFragment;
+    const el = frag.firstElementChild as HTMLElement;
+    return el;
+  }
+
+  function renderReadings(card: HTMLElement, d: DeviceView): void {
+    const dl = $('[data-field="readings"]', card);
+    const none = $('[data-field="readings-empty"]', card);
+    if (!dl) return;
+    const list = entries(d.latest);
+    clear(dl);
+    for (const [k, v] of list.slice(0, MAX_READINGS)) {
+      dl.append(h('div', { class: 'reading' }, h('dt', {}, k), h('dd', {}, formatValue(v))));
+    }
+    if (list.length > MAX_READINGS) {
+      dl.append(h('div', { class: 'reading reading--more' }, h('dt', {}, `+${list.length - MAX_READINGS} more`)));
+    }
+    dl.hidden = list.length === 0;
+    if (none) none.hidden = list.length > 0;
+  }
+
+  function fill(card: HTMLElement, d: DeviceView): void {
+    card.dataset.deviceId = d.id;
+    card.dataset.online = String(d.online);
+    card.dataset.search = `${d.name} ${d.id}`.toLowerCase();
+    const link = $<HTMLAnchorElement>('[data-field="name"]', card);
+    if (link) {
+      link.href = `/devices/${encodeURIComponent(d.id)}`;
+      setText(link, d.name || d.id);
+    }
+    setText($('[data-field="id"]', card), d.id);
+    const badge = $('[data-field="status"]', card);
+    if (badge) {
+      setText(badge, d.online ? 'online' : 'offline');
+      badge.className = `badge badge--${d.online ? 'online' : 'offline'}`;
+    }
+    setTime($('[data-field="lastSeen"]', card), d.lastSeen);
+    const fw = $('[data-field="firmware"]', card);
+    if (fw) {
+      setText(fw, d.firmware ? `fw ${d.firmware}` : '');
+      fw.hidden = !d.firmware;
+    }
+    renderReadings(card, d);
+  }
+
+  function sortKey(d: DeviceView): string {
+    return (d.name || d.id).toLowerCase();
+  }
+
+  function updateSummary(): void {
+    const total = devices.size;
+    const online = [...devices.values()].filter((d) => d.online).length;
+    setText($('#fleet-total'), String(total));
+    setText($('#fleet-online'), String(online));
+    setText($('#fleet-offline'), String(total - online));
+    if (empty) empty.hidden = total > 0;
+    if (toolbar) toolbar.hidden = total === 0;
+    grid!.hidden = total === 0;
+    applyFilter();
+  }
+
+  function applyFilter(): void {
+    const q = (filter?.value ?? '').trim().toLowerCase();
+    let shown = 0;
+    for (const card of $$('.device-card', grid!)) {
+      const match = !q || (card.dataset.search ?? '').includes(q);
+      card.hidden = !match;
+      if (match) shown++;
+    }
+    if (noMatch) noMatch.hidden = shown > 0 || devices.size === 0;
+  }
+
+  function renderAll(list: DeviceView[]): void {
+    devices.clear();
+    const sorted = [...list].sort((a, b) => sortKey(a).localeCompare(sortKey(b)));
+    const keep = new Set<HTMLElement>();
+    for (const d of sorted) {
+      devices.set(d.id, d);
+      const card = cardOf(d.id) ?? newCard();
+      fill(card, d);
+      grid!.append(card); // moves existing cards into sorted order
+      keep.add(card);
+    }
+    for (const card of $$('.device-card', grid!)) if (!keep.has(card)) card.remove();
+    updateSummary();
+  }
+
+  async function refresh(): Promise<void> {
+    const res = await request(socket, 'fleet:list', {});
+    if (res.ok) renderAll(res.devices);
+  }
+
+  let refreshTimer = 0;
+  function scheduleRefresh(): void {
+    window.clearTimeout(refreshTimer);
+    refreshTimer = window.setTimeout(() => void refresh(), 300);
+  }
+
+  socket.on('connect', () => void refresh());
+
+  socket.on('device:status', (s) => {
+    const d = devices.get(s.deviceId);
+    if (!d) return scheduleRefresh();
+    const changed = d.online !== s.online;
+    d.online = s.online;
+    d.lastSeen = s.lastSeen;
+    const card = cardOf(d.id);
+    if (!card) return scheduleRefresh();
+    fill(card, d);
+    if (changed) flash($('[data-field="status"]', card) ?? card);
+    updateSummary();
+  });
+
+  socket.on('device:telemetry', (p) => {
+    const d = devices.get(p.deviceId);
+    if (!d) return scheduleRefresh();
+    d.latest = p.data;
+    d.latestAt = p.ts;
+    d.lastSeen = Math.max(d.lastSeen ?? 0, p.ts);
+    const card = cardOf(d.id);
+    if (!card) return scheduleRefresh();
+    fill(card, d);
+    const dl = $('[data-field="readings"]', card);
+    if (dl) flash(dl);
+  });
+
+  filter?.addEventListener('input', applyFilter);
+}

@@ -1,0 +1,78 @@
+// Building the device's messages and parsing the server's (SPEC section 3).
+// Everything here is plain JSON text; framing and base64 happen elsewhere.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cjson_shim.h"
+
+namespace sockpit {
+
+// One set of readings. The has* flags leave out what a board cannot measure.
+struct Readings {
+  uint64_t uptimeMs;
+  bool hasFreeHeap;
+  uint32_t freeHeap;
+  bool hasRssi;
+  int rssi;
+  bool relay;
+  bool hasTempC;
+  float tempC;
+
+  Readings()
+      : uptimeMs(0), hasFreeHeap(false), freeHeap(0), hasRssi(false), rssi(0),
+        relay(false), hasTempC(false), tempC(0) {}
+};
+
+// Builders write compact JSON, NUL-terminated, into out. They return false
+// when it does not fit (or memory ran out), leaving out unusable.
+bool buildHello(char* out, size_t cap, const char* device, const char* token,
+                const char* firmware);
+bool buildPing(char* out, size_t cap);
+bool buildTelemetry(char* out, size_t cap, const char* msgId, const Readings& r);
+// Takes ownership of result (may be null) and of nothing else. cmdId is
+// echoed as the server sent it (string or number).
+bool buildAck(char* out, size_t cap, const cJSON* cmdId, bool ok, cJSON* result);
+
+enum class ServerMsg { Welcome, Command, Stored, Pong, Error, Other };
+
+// A parsed server message. Pointers point into the parsed tree and stay
+// valid until the object is destroyed or parse() is called again.
+class ServerMessage {
+ public:
+  ServerMessage();
+  ~ServerMessage();
+
+  // Parses one decoded line. On failure returns false and error() says why.
+  bool parse(const char* json, size_t len);
+
+  ServerMsg kind;
+  const char* type;     // the raw "type" field
+  // welcome
+  const char* device;   // may be null
+  double time;          // unix ms, 0 if absent
+  // fromservertonode
+  const char* action;
+  const cJSON* id;      // command id (string or number), also for "stored"
+  const cJSON* params;  // object or null
+  // stored
+  const char* storedId;
+  // error
+  const char* code;
+  const char* detail;   // may be null
+
+  const char* error() const { return error_; }
+  // The command id as text, for logs ("?" if it has none).
+  void idText(char* out, size_t cap) const;
+
+ private:
+  ServerMessage(const ServerMessage&);             // not copyable: owns the tree
+  ServerMessage& operator=(const ServerMessage&);
+  void clear();
+
+  cJSON* root_;
+  const char* error_;
+};
+
+}  // namespace sockpit

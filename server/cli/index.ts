@@ -1,0 +1,207 @@
+import readline from 'node:readline';
+import { parseArgs } from 'node:util';
+import { addUser, getUserOrFail, InputError, removeUser, setPassword, setRole } from '../auth/users';
+import { ConfigError, loadConfig } from '../config';
+import { addDevice, removeDevice, rotateDeviceToken } from '../devices/admin';
+import { SimulatedDevice } from '../simulator/device';
+import { openStorage, Storage } from '../storage';
+
+const USAGE = `Usage: sockpit <command>
+
+  user add NAME --role admin|operator|viewer   password from a prompt, or stdin when piped
+  user list
+  user passwd NAME                             password from a prompt, or stdin when piped
+  user role NAME ROLE
+  user remove NAME
+  device add ID [--name TEXT] [--json]         prints the device token once
+  device list
+  device token ID                              rotates the token and prints the new one
+  device remove ID
+  simulate --id ID --token TOKEN [--host 127.0.0.1] [--port 7000] [--interval-ms 5000]
+
+Settings come from the environment as for the server (DATA_DIR, DATABASE_URL, DEVICE_PORT).`;
+
+class UsageError extends Error {}
+
+async function readPassword(prompt: string): Promise<string> {
+  if (!process.stdin.isTTY) {
+    // Piped: the first line of stdin is the password.
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  }
+  const ask = (q: string) =>
+    new Promise<string>((resolve) => {
+      const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: true });
+      const out = rl as unknown as { _writeToOutput: (s: string) => void; output: NodeJS.WriteStream };
+      out._writeToOutput = (s: string) => {
+        if (s.startsWith(q)) out.output.write(q);
+      };
+      rl.question(q, (a) => {
+        rl.close();
+        process.stdout.write('\n');
+        resolve(a);
+      });
+    });
+  const a = await ask(prompt);
+  const b = await ask('Repeat it: ');
+  if (a !== b) throw new InputError('The two passwords differ.');
+  return a;
+}
+
+async function withStorage<T>(fn: (s: Storage) => Promise<T>): Promise<T> {
+  const config = loadConfig(process.env);
+  const storage = await openStorage(config);
+  try {
+    return await fn(storage);
+  } finally {
+    await storage.close();
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+const when = (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) : '-');
+
+async function user(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { role: { type: 'string' } } });
+  const [sub, name, extra] = positionals;
+  const rounds = loadConfig(process.env).bcryptRounds;
+  switch (sub) {
+    case 'add': {
+      if (!name) throw new UsageError('user add needs a NAME');
+      if (!values.role) throw new UsageError('user add needs --role admin|operator|viewer');
+      const password = await readPassword(`Password for ${name}: `);
+      const u = await withStorage((s) => addUser(s, name, password, values.role!, rounds));
+      console.log(`User ${u.username} added with role ${u.role}.`);
+      return;
+    }
+    case 'list':
+      return withStorage(async (s) => {
+        const users = await s.listUsers();
+        if (users.length === 0) return console.log('No users yet. Open the web page to create the owner, or run: sockpit user add NAME --role admin');
+        console.log(table([['NAME', 'ROLE', 'CREATED'], ...users.map((u) => [u.username, u.role, when(u.createdAt)])]));
+      });
+    case 'passwd': {
+      if (!name) throw new UsageError('user passwd needs a NAME');
+      await withStorage((s) => getUserOrFail(s, name));
+      const password = await readPassword(`New password for ${name}: `);
+      await withStorage((s) => setPassword(s, name, password, rounds));
+      console.log(`Password of ${name} changed.`);
+      return;
+    }
+    case 'role': {
+      if (!name || !extra) throw new UsageError('user role needs NAME and ROLE');
+      await withStorage(async (s) => setRole(s, await getUserOrFail(s, name), extra));
+      console.log(`${name} is now ${extra}.`);
+      return;
+    }
+    case 'remove': {
+      if (!name) throw new UsageError('user remove needs a NAME');
+      await withStorage(async (s) => removeUser(s, await getUserOrFail(s, name)));
+      console.log(`User ${name} removed.`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown user command "${sub ?? ''}"`);
+  }
+}
+
+async function device(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { name: { type: 'string' }, json: { type: 'boolean', default: false } },
+  });
+  const [sub, id] = positionals;
+  switch (sub) {
+    case 'add': {
+      if (!id) throw new UsageError('device add needs an ID');
+      const { device: d, token } = await withStorage((s) => addDevice(s, id, values.name));
+      if (values.json) console.log(JSON.stringify({ id: d.id, token }));
+      else {
+        console.log(`Device ${d.id} added. Its token (shown only once):\n\n  ${token}\n`);
+        console.log(`Try it with the simulator:\n  npx sockpit simulate --id ${d.id} --token ${token}`);
+      }
+      return;
+    }
+    case 'list':
+      return withStorage(async (s) => {
+        const devices = await s.listDevices();
+        if (values.json) return console.log(JSON.stringify(devices.map((d) => ({ id: d.id, name: d.name, lastSeen: d.lastSeen, firmware: d.firmware }))));
+        if (devices.length === 0) return console.log('No devices yet. Add one with: sockpit device add ID');
+        console.log(table([['ID', 'NAME', 'LAST SEEN', 'FIRMWARE'], ...devices.map((d) => [d.id, d.name, when(d.lastSeen), d.firmware ?? '-'])]));
+      });
+    case 'token': {
+      if (!id) throw new UsageError('device token needs an ID');
+      const token = await withStorage((s) => rotateDeviceToken(s, id));
+      if (values.json) console.log(JSON.stringify({ id, token }));
+      else console.log(`New token for ${id} (the old one no longer works; shown only once):\n\n  ${token}\n`);
+      return;
+    }
+    case 'remove': {
+      if (!id) throw new UsageError('device remove needs an ID');
+      await withStorage((s) => removeDevice(s, id));
+      console.log(`Device ${id} removed, with its telemetry and commands.`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown device command "${sub ?? ''}"`);
+  }
+}
+
+async function simulate(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      id: { type: 'string' },
+      token: { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string' },
+      'interval-ms': { type: 'string', default: '5000' },
+    },
+  });
+  if (!values.id || !values.token) throw new UsageError('simulate needs --id and --token');
+  const port = Number(values.port ?? loadConfig(process.env).devicePort);
+  const intervalMs = Number(values['interval-ms']);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError('--port must be 1-65535');
+  if (!Number.isInteger(intervalMs) || intervalMs < 100) throw new UsageError('--interval-ms must be a whole number ≥ 100');
+  const sim = new SimulatedDevice({ host: values.host!, port, id: values.id, token: values.token, intervalMs });
+  sim.start();
+  const stop = () => {
+    sim.stop();
+    process.exit(process.exitCode ?? 0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+export async function runCli(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === 'user') await user(rest);
+    else if (cmd === 'device') await device(rest);
+    else if (cmd === 'simulate') await simulate(rest);
+    else if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') console.log(USAGE);
+    else throw new UsageError(`unknown command "${cmd}"`);
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`sockpit: ${(err as Error).message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else if (err instanceof InputError) {
+      console.error(`sockpit: ${err.message}`);
+      process.exitCode = 1;
+    } else if (err instanceof ConfigError) {
+      console.error(`sockpit: bad setting ${err.message}`);
+      process.exitCode = 2;
+    } else {
+      console.error(`sockpit: ${(err as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+if (require.main === module) void runCli(process.argv.slice(2));
