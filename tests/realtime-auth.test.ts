@@ -24,7 +24,7 @@ describe('Socket.IO shares the login session (SPEC §6)', () => {
     expect((await postForm(server.baseUrl, '/login', '/login', { username: 'owner', password: 'correct horse' }, jar)).status).toBe(303);
     const cookie = jar.header();
     const socket = await connectSocket(server, cookie);
-    const ended = new Promise((resolve) => socket.on('session:ended', resolve));
+    const ended = new Promise((resolve) => socket.on('session:ended', (p: unknown) => resolve(p)));
     const gone = new Promise((resolve) => socket.on('disconnect', resolve));
     expect((await postForm(server.baseUrl, '/', '/logout', {}, jar)).status).toBe(303);
     expect(await ended).toEqual({ reason: 'logout' });

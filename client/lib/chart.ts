@@ -7,6 +7,15 @@ const MAX_SERIES = 8;
 const MAX_POINTS = 2000;
 const PALETTE = ['#2563eb', '#db2777', '#059669', '#d97706', '#7c3aed', '#0891b2', '#dc2626', '#4b5563'];
 
+/** Axis ticks: 1.5k, 24.16M, 3.2G so large counters fit next to the plot. */
+function compactNumber(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 1e9) return `${Number((v / 1e9).toPrecision(4))}G`;
+  if (a >= 1e6) return `${Number((v / 1e6).toPrecision(4))}M`;
+  if (a >= 1e4) return `${Number((v / 1e3).toPrecision(4))}k`;
+  return formatNumber(v);
+}
+
 function cssVar(name: string, fallback: string): string {
   const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   return v || fallback;
@@ -110,7 +119,10 @@ export class TelemetryChart {
     const gridColor = cssVar('--border', '#e2e7ef');
     const font = '12px system-ui, sans-serif';
     const labelFont = '600 12px ui-monospace, Menlo, Consolas, monospace';
-    const fmtTicks = (_u: uPlot, splits: number[]) => splits.map((v) => formatNumber(v));
+    const fmtTicks = (_u: uPlot, splits: number[]) => splits.map((v) => compactNumber(v));
+    // Room for the longest tick label (about 7 px a character at 12 px) plus the tick marks.
+    const axisSize = (_u: uPlot, values: string[] | null) =>
+      Math.ceil(Math.max(3, ...(values ?? []).map((v) => (v ?? '').length)) * 7.2 + 16);
     const color = (i: number) => PALETTE[i % PALETTE.length]!;
     // Every field gets its own y scale, so a counter in the thousands does not flatten a
     // temperature. The first two fields get an axis (left, right) in their colour; the legend
@@ -127,7 +139,7 @@ export class TelemetryChart {
         label: k,
         labelFont,
         labelSize: 22,
-        size: 52,
+        size: axisSize,
         values: fmtTicks,
         grid: { show: i === 0, stroke: gridColor, width: 1 },
         ticks: { stroke: gridColor, width: 1 },

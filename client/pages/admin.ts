@@ -68,12 +68,8 @@ export function enhanceConfirmForms(root: ParentNode = document): void {
 export function adminDevicesPage(): void {
   enhanceCopyButtons();
   enhanceConfirmForms();
-  // Bring the one-time token into view after creating or rotating.
-  const created = $('#created-panel');
-  if (created) {
-    created.scrollIntoView({ block: 'start' });
-    created.focus({ preventScroll: true });
-  }
+  // Move focus to the one-time token panel so keyboard and screen-reader users land on it.
+  $('#created-panel')?.focus({ preventScroll: true });
 }
 
 export function adminUsersPage(): void {

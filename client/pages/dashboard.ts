@@ -26,14 +26,19 @@ export function dashboardPage(socket: AppSocket): void {
     return el;
   }
 
-  function renderReadings(card: HTMLElement, d: DeviceView): void {
+  function renderReadings(card: HTMLElement, d: DeviceView, fresh: boolean): void {
     const dl = $('[data-field="readings"]', card);
     const none = $('[data-field="readings-empty"]', card);
     if (!dl) return;
+    const before = new Map<string, string>();
+    for (const r of $$('.reading', dl)) before.set(r.firstElementChild?.textContent ?? '', r.lastElementChild?.textContent ?? '');
     const list = entries(d.latest);
     clear(dl);
     for (const [k, v] of list.slice(0, MAX_READINGS)) {
-      dl.append(h('div', { class: 'reading' }, h('dt', {}, k), h('dd', {}, formatValue(v))));
+      const text = formatValue(v);
+      const reading = h('div', { class: 'reading' }, h('dt', {}, k), h('dd', {}, text));
+      if (fresh && before.get(k) !== text) flash(reading);
+      dl.append(reading);
     }
     if (list.length > MAX_READINGS) {
       dl.append(h('div', { class: 'reading reading--more' }, h('dt', {}, `+${list.length - MAX_READINGS} more`)));
@@ -42,7 +47,7 @@ export function dashboardPage(socket: AppSocket): void {
     if (none) none.hidden = list.length > 0;
   }
 
-  function fill(card: HTMLElement, d: DeviceView): void {
+  function fill(card: HTMLElement, d: DeviceView, fresh = false): void {
     card.dataset.deviceId = d.id;
     card.dataset.online = String(d.online);
     card.dataset.search = `${d.name} ${d.id}`.toLowerCase();
@@ -63,7 +68,7 @@ export function dashboardPage(socket: AppSocket): void {
       setText(fw, d.firmware ? `fw ${d.firmware}` : '');
       fw.hidden = !d.firmware;
     }
-    renderReadings(card, d);
+    renderReadings(card, d, fresh);
   }
 
   function sortKey(d: DeviceView): string {
@@ -109,14 +114,22 @@ export function dashboardPage(socket: AppSocket): void {
   }
 
   async function refresh(): Promise<void> {
+    lastRefresh = Date.now();
     const res = await request(socket, 'fleet:list', {});
     if (res.ok) renderAll(res.devices);
   }
 
+  // An event for a device we do not know means the fleet changed: fetch the list again,
+  // at most once every few seconds.
   let refreshTimer = 0;
+  let lastRefresh = 0;
   function scheduleRefresh(): void {
-    window.clearTimeout(refreshTimer);
-    refreshTimer = window.setTimeout(() => void refresh(), 300);
+    if (refreshTimer) return;
+    const wait = Math.max(300, lastRefresh + 5000 - Date.now());
+    refreshTimer = window.setTimeout(() => {
+      refreshTimer = 0;
+      void refresh();
+    }, wait);
   }
 
   socket.on('connect', () => void refresh());
@@ -132,6 +145,8 @@ export function dashboardPage(socket: AppSocket): void {
     fill(card, d);
     if (changed) flash($('[data-field="status"]', card) ?? card);
     updateSummary();
+    // A device that just came online may report new firmware in its hello.
+    if (changed && s.online) scheduleRefresh();
   });
 
   socket.on('device:telemetry', (p) => {
@@ -142,10 +157,19 @@ export function dashboardPage(socket: AppSocket): void {
     d.lastSeen = Math.max(d.lastSeen ?? 0, p.ts);
     const card = cardOf(d.id);
     if (!card) return scheduleRefresh();
-    fill(card, d);
-    const dl = $('[data-field="readings"]', card);
-    if (dl) flash(dl);
+    fill(card, d, true);
   });
 
   filter?.addEventListener('input', applyFilter);
+
+  // A click anywhere on a card opens the device, unless the user is selecting text.
+  grid.addEventListener('click', (ev) => {
+    const target = ev.target as Element | null;
+    if (!target || target.closest('a, button, input, select, textarea')) return;
+    const card = target.closest<HTMLElement>('.device-card');
+    const link = card ? $<HTMLAnchorElement>('.device-card__link', card) : null;
+    if (!link || (window.getSelection()?.toString() ?? '') !== '') return;
+    if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button === 1) window.open(link.href, '_blank', 'noopener');
+    else window.location.assign(link.href);
+  });
 }

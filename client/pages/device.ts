@@ -85,7 +85,7 @@ export function devicePage(socket: AppSocket): void {
   const commandsEmpty = $('#commands-empty');
   const logList = $('#device-log');
   const logEmpty = $('#log-empty');
-  const latestBody = $('#latest-body');
+  const latestBody = $<HTMLTableSectionElement>('#latest-body');
   const latestEmpty = $('#latest-empty');
   const latestTable = $('#latest-table');
   const alertBox = $('#device-alert');
@@ -117,11 +117,14 @@ export function devicePage(socket: AppSocket): void {
 
   function renderLatest(fresh = false): void {
     if (!latestBody || !device) return;
+    const before = new Map<string, string>();
+    for (const tr of Array.from(latestBody.rows)) before.set(tr.cells[0]?.textContent ?? '', tr.cells[1]?.textContent ?? '');
     const list = entries(device.latest);
     clear(latestBody);
     for (const [k, v] of list) {
-      const td = h('td', {}, formatValue(v));
-      if (fresh) flash(td);
+      const text = formatValue(v);
+      const td = h('td', {}, text);
+      if (fresh && before.get(k) !== text) flash(td);
       latestBody.append(h('tr', {}, h('th', { scope: 'row' }, k), td));
     }
     if (latestTable) latestTable.hidden = list.length === 0;
