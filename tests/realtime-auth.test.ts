@@ -40,7 +40,7 @@ describe('Socket.IO shares the login session (SPEC §6)', () => {
     const cookie = await createUserAndLogin(server);
     const socket = ioClient(server.baseUrl, { transports: ['polling'], extraHeaders: { cookie }, reconnection: false, forceNew: true });
     await new Promise((resolve, reject) => {
-      socket.on('connect', resolve);
+      socket.on('connect', () => resolve(undefined));
       socket.on('connect_error', reject);
     });
     socket.close();
