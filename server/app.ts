@@ -93,7 +93,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
       const now = Date.now();
       await storage.markDeviceSeen(deviceId, now, firmware).catch((err) => log.warn({ err }, 'could not record last seen'));
       await fabric.deviceOnline(deviceId).catch((err) => log.warn({ err }, 'could not publish presence'));
-      bc.deviceStatus(deviceId, true, now);
+      bc.deviceStatus(deviceId, true, now, firmware);
       await commands.deliverQueued(deviceId).catch((err) => log.warn({ err, device: deviceId }, 'could not deliver queued commands'));
     },
     offline(deviceId, lastSeen) {

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
-import { DuplicateError, Storage } from '../storage';
+import type { Storage } from '../storage';
 import { hashPassword, passwordProblem, usernameProblem, verifyPassword } from './passwords';
 import { csrfToken, startSession } from './session';
 import type { LoginThrottle } from './throttle';
@@ -86,5 +86,3 @@ export function authRoutes(deps: {
 
   return r;
 }
-
-export { DuplicateError };

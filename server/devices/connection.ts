@@ -30,7 +30,7 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
 export interface ConnectionHost {
   readonly limits: ConnectionLimits;
   readonly allowAnonymous: boolean;
-  /** Checks a hello; returns the firmware-visible device id or null when refused. */
+  /** Checks a hello's device id and token. */
   authenticate(deviceId: string, token: string): Promise<boolean>;
   /** Makes sure an anonymous device exists; returns false to refuse it. */
   admitAnonymous(deviceId: string): Promise<boolean>;
@@ -66,6 +66,7 @@ export class DeviceConnection {
   private outQueue: Buffer[] = [];
   private outBytes = 0;
   private blockedSince = 0;
+  private closeReason: string | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -148,8 +149,6 @@ export class DeviceConnection {
   resume(): void {
     if (this.state !== 'closed') this.socket.resume();
   }
-
-  private closeReason: string | null = null;
 
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;

@@ -17,9 +17,9 @@ export class Broadcaster {
 
   constructor(private readonly io: IO) {}
 
-  deviceStatus(deviceId: string, online: boolean, lastSeen: number | null): void {
+  deviceStatus(deviceId: string, online: boolean, lastSeen: number | null, firmware?: string | null): void {
     this.emitted++;
-    this.io.to(rooms.fleet).emit('device:status', { deviceId, online, lastSeen });
+    this.io.to(rooms.fleet).emit('device:status', firmware === undefined ? { deviceId, online, lastSeen } : { deviceId, online, lastSeen, firmware });
   }
 
   telemetry(deviceId: string, ts: number, data: Record<string, unknown>): void {

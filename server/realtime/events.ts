@@ -41,7 +41,7 @@ export interface ClientToServerEvents {
 }
 
 export interface ServerToClientEvents {
-  'device:status': (p: { deviceId: string; online: boolean; lastSeen: number | null }) => void;
+  'device:status': (p: { deviceId: string; online: boolean; lastSeen: number | null; firmware?: string | null }) => void;
   'device:telemetry': (p: TelemetryPoint & { deviceId: string }) => void;
   'device:log': (p: LogEntry & { deviceId: string }) => void;
   'command:status': (p: CommandView) => void;
