@@ -139,3 +139,21 @@ describe('device line protocol (SPEC §3)', () => {
     d.close();
   });
 });
+
+describe('token changes made elsewhere', () => {
+  test('when the token is rotated or the device removed outside this process, then the connection is closed at the next check', async () => {
+    const server = await startServer();
+    const { token } = await addDevice(server, 'rot-1');
+    const { token: t2 } = await addDevice(server, 'rot-2');
+    const a = await RawDevice.hello(server.devicePort, 'rot-1', token);
+    const b = await RawDevice.hello(server.devicePort, 'rot-2', t2);
+    const { rotateDeviceToken, removeDevice } = await import('../server/devices/admin');
+    await rotateDeviceToken(server.app.storage, 'rot-1');
+    await removeDevice(server.app.storage, 'rot-2');
+    await server.app.hub.revalidate();
+    expect(await a.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'token changed' });
+    expect(await b.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'device removed' });
+    await a.waitClosed();
+    await b.waitClosed();
+  });
+});

@@ -5,6 +5,8 @@ import type { TelemetryWriter } from '../telemetry/writer';
 import { hashToken, tokenMatches } from './tokens';
 import { ConnectionHost, ConnectionLimits, DeviceConnection } from './connection';
 
+const REVALIDATE_MS = 30_000;
+
 /** What the hub tells the rest of the app; wired in app.ts. */
 export interface HubEvents {
   online(deviceId: string, firmware: string | null): Promise<void>;
@@ -34,6 +36,9 @@ export class DeviceHub implements ConnectionHost {
   private readonly perIp = new Map<string, number>();
   private readonly pausedConns = new Set<DeviceConnection>();
   private ticker: NodeJS.Timeout | null = null;
+  private revalidator: NodeJS.Timeout | null = null;
+  /** The token hash each online device proved at its hello, to notice rotation or removal. */
+  private readonly credentials = new Map<string, string>();
   events: HubEvents | null = null;
   /** Counters for /metrics. */
   readonly counters = { lines: 0, refused: 0 };
@@ -59,6 +64,8 @@ export class DeviceHub implements ConnectionHost {
         this.server.off('error', reject);
         this.ticker = setInterval(() => this.tick(), 1000);
         this.ticker.unref();
+        this.revalidator = setInterval(() => void this.revalidate(), REVALIDATE_MS);
+        this.revalidator.unref();
         resolve((this.server.address() as net.AddressInfo).port);
       });
     });
@@ -92,6 +99,7 @@ export class DeviceHub implements ConnectionHost {
   /** Stops accepting, says goodbye to every device and waits (briefly) for the sockets to close. */
   async close(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
+    if (this.revalidator) clearInterval(this.revalidator);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns) c.error('protocol', 'server is shutting down', true);
     const deadline = Date.now() + 3000;
@@ -108,13 +116,17 @@ export class DeviceHub implements ConnectionHost {
 
   async authenticate(deviceId: string, token: string): Promise<boolean> {
     const device = await this.storage.getDevice(deviceId);
-    return device !== null && tokenMatches(token, device.tokenHash);
+    if (device === null || !tokenMatches(token, device.tokenHash)) return false;
+    this.credentials.set(deviceId, device.tokenHash);
+    return true;
   }
 
   async admitAnonymous(deviceId: string): Promise<boolean> {
-    if (await this.storage.getDevice(deviceId)) return true;
+    const existing = await this.storage.getDevice(deviceId);
     // The token hash of an anonymous device matches no token, so a hello can never claim it.
-    await this.storage.createDevice({ id: deviceId, name: deviceId, tokenHash: `anonymous:${hashToken(deviceId)}` }).catch(() => {});
+    const tokenHash = existing?.tokenHash ?? `anonymous:${hashToken(deviceId)}`;
+    if (!existing) await this.storage.createDevice({ id: deviceId, name: deviceId, tokenHash }).catch(() => {});
+    this.credentials.set(deviceId, tokenHash);
     return true;
   }
 
@@ -141,6 +153,7 @@ export class DeviceHub implements ConnectionHost {
     const id = conn.deviceId;
     if (id !== null && this.byDevice.get(id) === conn) {
       this.byDevice.delete(id);
+      this.credentials.delete(id);
       this.logger.info({ device: id, reason }, 'device offline');
       this.log(conn, 'info', `disconnected: ${reason}`);
       this.events?.offline(id, conn.lastLineAt);
@@ -194,6 +207,25 @@ export class DeviceHub implements ConnectionHost {
     }
     this.perIp.set(ip, n + 1);
     this.conns.add(new DeviceConnection(socket, this));
+  }
+
+  /**
+   * Tokens can be rotated and devices removed from another process (the CLI) or instance; every
+   * REVALIDATE_MS the devices connected here are checked against storage in one query.
+   */
+  async revalidate(): Promise<void> {
+    if (this.byDevice.size === 0) return;
+    let devices;
+    try {
+      devices = new Map((await this.storage.listDevices()).map((d) => [d.id, d.tokenHash]));
+    } catch {
+      return; // Storage unreachable: keep devices connected; /readyz reports the outage.
+    }
+    for (const id of this.byDevice.keys()) {
+      const hash = devices.get(id);
+      if (hash === undefined) this.kick(id, 'unauthorized', 'device removed');
+      else if (hash !== this.credentials.get(id)) this.kick(id, 'unauthorized', 'token changed');
+    }
   }
 
   private tick(): void {
