@@ -53,7 +53,8 @@ export function loadUser(storage: Storage, config: Config): RequestHandler {
     const sess = req.session;
     if (sess?.userId === undefined) return next();
     if (sessionTooOld(sess, config)) {
-      return sess.destroy(() => next());
+      // Past its absolute lifetime: start over with an empty session (the old id is gone).
+      return sess.regenerate(() => next());
     }
     const user = await storage.getUserById(sess.userId);
     if (user) req.user = user;
