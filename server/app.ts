@@ -197,6 +197,8 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
       closing ??= (async () => {
         log.info('shutting down');
         httpServer.close();
+        // Idle keep-alive connections would hold io.close() (which waits for the HTTP server) open.
+        httpServer.closeIdleConnections();
         await hub.close();
         await writer.close();
         await commands.close();

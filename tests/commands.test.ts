@@ -38,8 +38,9 @@ describe('Send Action to Node (SPEC §4)', () => {
     expect(res.ok).toBe(true);
     const cmd = await device.next((m) => m.type === 'fromservertonode');
     expect(cmd).toMatchObject({ action: 'changesetting', params: { interval_ms: 1000 } });
+    const failed = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'failed');
     device.send({ type: 'ack', id: cmd.id, ok: false, result: { error: 'unknown setting' } });
-    await nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'failed');
+    await failed;
     socket.close();
     device.close();
   });
@@ -48,10 +49,11 @@ describe('Send Action to Node (SPEC §4)', () => {
     const { server, socket, token } = await setup();
     const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
     expect(res.command.status).toBe('queued');
+    const sent = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'sent');
     const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
     const cmd = await device.next((m) => m.type === 'fromservertonode');
     expect(cmd.id).toBe(res.command.id);
-    await nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'sent');
+    await sent;
     socket.close();
     device.close();
   });

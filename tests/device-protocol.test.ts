@@ -119,8 +119,12 @@ describe('device line protocol (SPEC §3)', () => {
     d.write('eyJzZW5zb3IiOiJncHMiLCJ0aW1lIjoxMzUxODI0MTIwfQ==\r\n');
     await d.next((m) => m.type === 'welcome');
     const id = 'anon-127.0.0.1';
-    await server.app.writer.flush();
-    const history = await server.app.storage.telemetryHistory(id, 10);
+    let history: { data: unknown }[] = [];
+    for (let i = 0; i < 50 && history.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await server.app.writer.flush();
+      history = await server.app.storage.telemetryHistory(id, 10);
+    }
     expect(history.map((p) => p.data)).toEqual([{ sensor: 'gps', time: 1351824120 }]);
     d.close();
   });

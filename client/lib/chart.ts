@@ -145,7 +145,13 @@ export class TelemetryChart {
         ticks: { stroke: gridColor, width: 1 },
       });
     });
-    const scales: uPlot.Scales = { x: { time: true } };
+    // A lone point would stretch the time axis over years; show a few minutes around it instead.
+    const scales: uPlot.Scales = {
+      x: {
+        time: true,
+        range: (_u: uPlot, min: number, max: number): uPlot.Range.MinMax => (max - min < 1 ? [min - 60, max + 60] : [min, max]),
+      },
+    };
     this.keys.forEach((_k, i) => {
       scales[`f${i}`] = { auto: true };
     });
@@ -162,7 +168,7 @@ export class TelemetryChart {
       axes,
       series: [
         {
-          label: 'time',
+          label: 'received',
           value: (_u: uPlot, v: number | null, _s: number, idx: number | null) =>
             idx === null || v === null ? 'latest' : new Date(v * 1000).toLocaleTimeString(),
         },

@@ -1,6 +1,7 @@
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { addUser, getUserOrFail, InputError, removeUser, setPassword, setRole } from '../auth/users';
+import { usernameProblem } from '../auth/passwords';
+import { addUser, getUserOrFail, InputError, parseRole, removeUser, setPassword, setRole } from '../auth/users';
 import { ConfigError, loadConfig } from '../config';
 import { addDevice, removeDevice, rotateDeviceToken } from '../devices/admin';
 import { SimulatedDevice } from '../simulator/device';
@@ -74,6 +75,10 @@ async function user(args: string[]): Promise<void> {
     case 'add': {
       if (!name) throw new UsageError('user add needs a NAME');
       if (!values.role) throw new UsageError('user add needs --role admin|operator|viewer');
+      // Check what can be checked before asking for a password.
+      parseRole(values.role);
+      const nameProblem = usernameProblem(name);
+      if (nameProblem) throw new InputError(nameProblem);
       const password = await readPassword(`Password for ${name}: `);
       const u = await withStorage((s) => addUser(s, name, password, values.role!, rounds));
       console.log(`User ${u.username} added with role ${u.role}.`);

@@ -39,8 +39,9 @@ export class PostgresStorage extends KyselyStorage {
     await this.db.transaction().execute(async (tx) => {
       await sql`
         INSERT INTO telemetry (device_id, msg_id, ts, data)
-        SELECT * FROM unnest(${rows.map((r) => r.deviceId)}::text[], ${rows.map((r) => r.msgId)}::text[],
-                             ${rows.map((r) => r.ts)}::bigint[], ${rows.map((r) => JSON.stringify(r.data))}::text[])
+        SELECT v.* FROM unnest(${rows.map((r) => r.deviceId)}::text[], ${rows.map((r) => r.msgId)}::text[],
+                               ${rows.map((r) => r.ts)}::bigint[], ${rows.map((r) => JSON.stringify(r.data))}::text[]) AS v(device_id, msg_id, ts, data)
+        WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = v.device_id)
         ON CONFLICT (device_id, msg_id) DO NOTHING`.execute(tx);
       await sql`
         UPDATE devices d SET latest = v.data, latest_at = v.ts, last_seen = greatest(coalesce(d.last_seen, 0), v.ts)

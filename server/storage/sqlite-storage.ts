@@ -36,13 +36,15 @@ export class SqliteStorage extends KyselyStorage {
   /** The hot path bypasses the query builder: two prepared statements in one transaction. */
   private prepareBatch(): void {
     const insertRow = this.sqlite.prepare(
-      'INSERT INTO telemetry (device_id, msg_id, ts, data) VALUES (?, ?, ?, ?) ON CONFLICT (device_id, msg_id) DO NOTHING',
+      // Readings of a device removed meanwhile are dropped rather than left orphaned.
+      'INSERT INTO telemetry (device_id, msg_id, ts, data) SELECT @deviceId, @msgId, @ts, @data WHERE EXISTS (SELECT 1 FROM devices WHERE id = @deviceId) ' +
+        'ON CONFLICT (device_id, msg_id) DO NOTHING',
     );
     const updateLatest = this.sqlite.prepare(
       'UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?',
     );
     this.writeBatch = this.sqlite.transaction((rows: TelemetryRow[]) => {
-      for (const r of rows) insertRow.run(r.deviceId, r.msgId, r.ts, JSON.stringify(r.data));
+      for (const r of rows) insertRow.run({ deviceId: r.deviceId, msgId: r.msgId, ts: r.ts, data: JSON.stringify(r.data) });
       for (const r of latestPerDevice(rows).values()) updateLatest.run(JSON.stringify(r.data), r.ts, r.ts, r.deviceId);
     });
   }
