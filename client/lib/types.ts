@@ -1,47 +1,18 @@
 // Shapes from docs/realtime.md (the Socket.IO contract with the server).
 
-export type DeviceView = {
-  id: string;
-  name: string;
-  online: boolean;
-  lastSeen: number | null;
-  latest: Record<string, unknown> | null;
-  latestAt: number | null;
-  firmware: string | null;
-};
+// The shapes are the server's own (type-only imports: nothing of the server reaches the bundle).
+import type { CommandStatus } from '../../server/storage/types';
+import type { CommandView, DeviceView, LogEntry, ServerToClientEvents } from '../../server/realtime/events';
+export type { CommandStatus, CommandView, DeviceView, LogEntry, ServerToClientEvents };
+export type { TelemetryPoint } from '../../server/storage/types';
+import type { TelemetryPoint } from '../../server/storage/types';
 
-export type TelemetryPoint = { ts: number; data: Record<string, unknown> };
-
-export const COMMAND_STATUSES = ['queued', 'sent', 'acked', 'failed', 'timeout', 'expired'] as const;
-export type CommandStatus = (typeof COMMAND_STATUSES)[number];
-
-export type CommandView = {
-  id: string;
-  deviceId: string;
-  action: string;
-  params: Record<string, unknown> | null;
-  status: CommandStatus;
-  result: unknown;
-  error: string | null;
-  createdAt: number;
-  updatedAt: number;
-  sentBy: string | null;
-};
-
-export type LogEntry = { ts: number; level: 'info' | 'warn' | 'error'; text: string };
+export const COMMAND_STATUSES: readonly CommandStatus[] = ['queued', 'sent', 'acked', 'failed', 'timeout', 'expired'];
 
 export type Fail = { ok: false; error: string };
 export type Ack<T> = ({ ok: true } & T) | Fail;
 
 export type SettingValue = string | number | boolean;
-
-export interface ServerToClientEvents {
-  'device:status': (p: { deviceId: string; online: boolean; lastSeen: number | null }) => void;
-  'device:telemetry': (p: TelemetryPoint & { deviceId: string }) => void;
-  'device:log': (p: LogEntry & { deviceId: string }) => void;
-  'command:status': (p: CommandView) => void;
-  'session:ended': (p: { reason: 'logout' | 'expired' }) => void;
-}
 
 export interface ClientToServerEvents {
   'fleet:list': (p: Record<string, never>, ack: (res: Ack<{ devices: DeviceView[] }>) => void) => void;
