@@ -1,0 +1,765 @@
+#!/usr/bin/env node
+// sockpit benchmark: sockpit beside Mosquitto and a bare Node relay, measured in one run.
+// Usage: node bench/run.mjs [--quick] [--only=ingest,commands,connections,dashboards,multi]
+//                           [--profile] [--keep]
+// (`npm run bench` builds first.) See bench/README.md for what is measured and how.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { buildProvision, ROOT } from './lib/build.mjs';
+import { freePort, logTail, ProcWatch, procSample, sleep, startProcess, stopProcess, waitForPort, Worker, killAll } from './lib/proc.mjs';
+import { Histogram, round } from './lib/stats.mjs';
+
+const require = createRequire(import.meta.url);
+const args = process.argv.slice(2);
+const QUICK = args.includes('--quick');
+const PROFILE = args.includes('--profile');
+const KEEP = args.includes('--keep');
+const ONLY = (args.find((a) => a.startsWith('--only='))?.slice(7).split(',') ?? null);
+const wants = (s) => ONLY === null || ONLY.includes(s);
+// Development knobs (not for reference runs): --rates=10000,20000  --peers=none  --no-max
+const RATES = args.find((a) => a.startsWith('--rates='))?.slice(8).split(',').map(Number) ?? null;
+const PEERS = args.includes('--peers=none') ? false : true;
+const NO_MAX = args.includes('--no-max');
+const NO_COMMANDS = args.includes('--no-commands');
+const SERVER_ENV = Object.fromEntries(args.filter((a) => a.startsWith('--server-env=')).map((a) => a.slice(13).split('=')));
+
+const MOSQUITTO = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto';
+const REDIS_SERVER = process.env.REDIS_SERVER_BIN ?? '/usr/bin/redis-server';
+const PASSWORD = 'bench-password-1';
+
+/** Sizes and durations. The full run is about 10 minutes on 2 cores; --quick about one. */
+const P = QUICK
+  ? {
+      devices: 100,
+      genWorkers: 2,
+      rates: [3_000],
+      warmupMs: 700,
+      windowMs: 1_500,
+      drainMs: 5_000,
+      commands: 20,
+      connections: 500,
+      connWorkers: 2,
+      dashboards: 50,
+      dashWorkers: 2,
+      dashWindowMs: 2_000,
+    }
+  : {
+      devices: 1_000,
+      genWorkers: 2,
+      rates: [10_000, 25_000, 50_000, 100_000],
+      warmupMs: 2_000,
+      windowMs: 6_000,
+      drainMs: 45_000,
+      commands: 200,
+      connections: 19_000,
+      connWorkers: 5,
+      dashboards: 1_000,
+      dashWorkers: 4,
+      dashWindowMs: 10_000,
+    };
+
+// --set=key=value overrides one of the sizes above (development and the independent re-check).
+for (const a of args.filter((x) => x.startsWith('--set='))) {
+  const [k, v] = a.slice(6).split('=');
+  if (!(k in P)) throw new Error(`--set: unknown parameter ${k} (one of ${Object.keys(P).join(', ')})`);
+  P[k] = Array.isArray(P[k]) ? v.split(',').map(Number) : Number(v);
+}
+
+const TARGETS = {
+  ingest_to_mosquitto_ratio: 0.5,
+  half_load_p99_ms: 20,
+  command_rtt_p99_ms: 10,
+  rss_per_conn_kib: 10,
+  dashboards_p99_ms: 50,
+};
+
+const startedAt = new Date();
+const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-bench-'));
+const logDir = path.join(runDir, 'logs');
+fs.mkdirSync(logDir);
+const results = {
+  schema: 1,
+  quick: QUICK,
+  started_at: startedAt.toISOString(),
+  machine: machine(),
+  git: git(),
+  params: P,
+  targets: TARGETS,
+};
+
+const log = (...a) => console.error('[bench]', ...a);
+
+// ---------------------------------------------------------------------------------------------
+// Machine and helpers
+
+function machine() {
+  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /model name\s*:\s*(.+)/.exec(cpuinfo)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
+  let mosq = null;
+  try {
+    mosq = execFileSync(MOSQUITTO, ['-h'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().split('\n')[0];
+  } catch (err) {
+    mosq = err.stdout?.toString().split('\n')[0] || null;
+  }
+  return {
+    nproc: os.availableParallelism?.() ?? os.cpus().length,
+    cpu_model: model,
+    ram_gib: round(os.totalmem() / 2 ** 30, 1),
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadavg_at_start: os.loadavg().map((x) => round(x, 2)),
+    open_files_limit: Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim()) || null,
+    mosquitto: mosq,
+  };
+}
+
+function git() {
+  try {
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT }).toString().trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT }).toString().trim() !== '';
+    return { commit, dirty };
+  } catch {
+    return null;
+  }
+}
+
+let provisionJs = null;
+/** Creates devices and users in a data dir with the project's own functions (see provision.ts). */
+async function provision(env, spec) {
+  provisionJs ??= await buildProvision();
+  const specFile = path.join(runDir, `spec-${Date.now()}.json`);
+  const outFile = specFile.replace('spec-', 'out-');
+  fs.writeFileSync(specFile, JSON.stringify(spec));
+  execFileSync(process.execPath, [provisionJs, specFile, outFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
+  return JSON.parse(fs.readFileSync(outFile, 'utf8'));
+}
+
+/** Starts `node dist/main.js` as its own process on loopback. */
+async function startSockpit(label, { dataDir, extraEnv = {} } = {}) {
+  const port = await freePort();
+  const devicePort = await freePort();
+  const env = {
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    DEVICE_PORT: String(devicePort),
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    BCRYPT_ROUNDS: '4',
+    DEVICE_MAX_PER_IP: '20000',
+    DEVICE_MAX_LINES_PER_S: '100000',
+    ...SERVER_ENV,
+    ...extraEnv,
+  };
+  const flags = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(runDir, 'profiles')}`] : [];
+  const child = startProcess(label, process.execPath, [...flags, path.join(ROOT, 'dist/main.js')], { env, logDir, cwd: ROOT });
+  await waitForPort(port, { child, timeoutMs: 30_000 });
+  await waitForPort(devicePort, { child });
+  return { child, pid: child.pid, port, devicePort, baseUrl: `http://127.0.0.1:${port}`, env };
+}
+
+/** A read-only view of the SQLite file, to count what was stored. */
+function openDb(dataDir) {
+  const Database = require('better-sqlite3');
+  const db = new Database(path.join(dataDir, 'sockpit.db'), { readonly: true, fileMustExist: true });
+  db.pragma('busy_timeout = 5000');
+  const maxId = db.prepare('SELECT coalesce(max(id), 0) AS n FROM telemetry');
+  const count = db.prepare('SELECT count(*) AS n FROM telemetry');
+  return { maxId: () => maxId.get().n, count: () => count.get().n, close: () => db.close() };
+}
+
+async function startMosquitto() {
+  if (!fs.existsSync(MOSQUITTO)) return { error: `${MOSQUITTO} is missing (apt-get install -y mosquitto)` };
+  const port = await freePort();
+  const conf = path.join(runDir, 'mosquitto.conf');
+  fs.writeFileSync(
+    conf,
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      'log_dest stderr',
+      'log_type error',
+      'log_type warning',
+      'set_tcp_nodelay true',
+      'max_keepalive 65535',
+      '',
+    ].join('\n'),
+  );
+  fs.chmodSync(runDir, 0o755);
+  fs.chmodSync(conf, 0o644);
+  const child = startProcess('mosquitto', MOSQUITTO, ['-c', conf], { logDir });
+  try {
+    await waitForPort(port, { child, timeoutMs: 10_000 });
+  } catch (err) {
+    return { error: `${err.message}: ${logTail(child)}` };
+  }
+  return { child, pid: child.pid, port };
+}
+
+async function startRelay() {
+  const devicePort = await freePort();
+  const subPort = await freePort();
+  const child = startProcess('relay', process.execPath, [path.join(ROOT, 'bench/peers/relay.mjs')], {
+    env: { RELAY_DEVICE_PORT: String(devicePort), RELAY_SUB_PORT: String(subPort) },
+    logDir,
+  });
+  await waitForPort(devicePort, { child });
+  await waitForPort(subPort, { child });
+  return { child, pid: child.pid, devicePort, subPort };
+}
+
+function split(list, parts) {
+  const out = Array.from({ length: parts }, () => []);
+  list.forEach((x, i) => out[i % parts].push(x));
+  return out.filter((p) => p.length > 0);
+}
+
+const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+
+/** Load generator processes for one target, connected and ready. */
+async function startGenerators(label, target, port, devices, workers, { localAddress = null } = {}) {
+  const tag = `b${Date.now().toString(36)}`;
+  const gens = split(devices, workers).map((ds, i) => new Worker(`${label}-gen${i}`, path.join(ROOT, 'bench/workers/devices.mjs'), { target, port, devices: ds, tag, localAddresses: localAddress ? [localAddress] : [] }, { logDir }));
+  const r = await Promise.all(gens.map((g) => g.call('connect', {}, 180_000)));
+  const ready = sum(r.map((x) => x.ready));
+  if (ready < devices.length) throw new Error(`${label}: only ${ready}/${devices.length} devices connected: ${JSON.stringify(r.map((x) => x.failures))}`);
+  return gens;
+}
+
+async function genLoad(gens, load) {
+  const perWorker = load.rate ? load.rate / gens.length : 0;
+  await Promise.all(gens.map((g) => g.call('load', { ...load, rate: perWorker })));
+}
+
+async function genStats(gens, reset = false) {
+  const all = await Promise.all(gens.map((g) => g.call('stats', { reset })));
+  const errors = {};
+  for (const s of all) for (const [k, v] of Object.entries(s.errors)) errors[k] = (errors[k] ?? 0) + v;
+  return {
+    sent: sum(all.map((s) => s.sent)),
+    dropped: sum(all.map((s) => s.dropped)),
+    stored: sum(all.map((s) => s.stored)),
+    closed: sum(all.map((s) => s.closed)),
+    ready: sum(all.map((s) => s.ready)),
+    total_sent: sum(all.map((s) => s.total_sent)),
+    total_stored: sum(all.map((s) => s.total_stored)),
+    errors,
+  };
+}
+
+async function sinkWindow(sinks, reset) {
+  const all = await Promise.all(sinks.map((s) => s.call('window', { reset })));
+  const h = new Histogram();
+  for (const w of all) h.merge(w.hist);
+  return { received: sum(all.map((w) => w.received)), hist: h };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios 1 + 2 (+ 3): ingest, the peers under the same load, command round trip
+
+/**
+ * One measured window for one target at one load: warm up, count for windowMs, stop, drain.
+ * `t` is { name, gens, sinks, pid, db? }.
+ */
+async function measure(t, load) {
+  await genLoad(t.gens, load);
+  await sleep(P.warmupMs);
+  await Promise.all([genStats(t.gens, true), sinkWindow(t.sinks, true)]);
+  const rows0 = t.db?.maxId();
+  const watch = new ProcWatch([t.pid]);
+  const genWatch = new ProcWatch(t.gens.map((g) => g.pid));
+  const sinkWatch = new ProcWatch(t.sinks.map((s) => s.pid));
+  const t0 = performance.now();
+  await sleep(P.windowMs);
+  const [g, w] = await Promise.all([genStats(t.gens, true), sinkWindow(t.sinks, true)]);
+  const secs = (performance.now() - t0) / 1000;
+  const rows1 = t.db?.maxId();
+  const usage = watch.stop();
+  const genUsage = genWatch.stop();
+  const sinkUsage = sinkWatch.stop();
+  await genLoad(t.gens, { rate: 0 });
+  const drained = await drain(t);
+  const lat = w.hist.summary();
+  const received = Math.round(w.received / secs);
+  const stored = t.db ? Math.round((rows1 - rows0) / secs) : null;
+  return {
+    offered_per_s: load.max ? 'max' : load.rate,
+    sent_per_s: Math.round(g.sent / secs),
+    dropped_by_generator: g.dropped,
+    // sockpit: the lower of "reached the dashboard" and "stored" in the same window; the peers
+    // store nothing, so it is what their subscriber received.
+    delivered_per_s: stored === null ? received : Math.min(received, stored),
+    ...(t.db ? { dashboard_per_s: received, stored_per_s: stored, stored_acks_per_s: Math.round(g.stored / secs) } : {}),
+    p50_ms: lat.p50_ms,
+    p99_ms: lat.p99_ms,
+    max_ms: lat.max_ms,
+    server_cpu_pct: usage.cpu_pct,
+    server_rss_mib: usage.rss_mib,
+    server_peak_rss_mib: usage.peak_rss_mib,
+    generators_cpu_pct: genUsage.cpu_pct,
+    receiver_cpu_pct: sinkUsage.cpu_pct,
+    drained_ms: drained,
+    device_errors: Object.keys(g.errors).length ? g.errors : undefined,
+  };
+}
+
+/** Waits until the receiver stops receiving (and, for sockpit, every reading sent is stored). */
+async function drain(t) {
+  const t0 = Date.now();
+  let last = -1;
+  while (Date.now() - t0 < P.drainMs) {
+    await sleep(200);
+    const w = await sinkWindow(t.sinks, false);
+    let storedAll = true;
+    if (t.db) {
+      const g = await genStats(t.gens, false);
+      storedAll = g.total_stored >= g.total_sent;
+    }
+    if (w.received === last && storedAll) return Date.now() - t0;
+    last = w.received;
+  }
+  return null; // not drained within drainMs
+}
+
+async function ingestScenario() {
+  log(`scenario 1-3: ${P.devices} devices; sockpit, mosquitto and the bare relay`);
+  const dataDir = path.join(runDir, 'ingest-data');
+  const prov = await provision({ DATA_DIR: dataDir, BCRYPT_ROUNDS: '4' }, {
+    devices: { prefix: 'dev-', count: P.devices },
+    users: { prefix: 'bench', count: 1, password: PASSWORD, role: 'operator' },
+  });
+  const server = await startSockpit('sockpit-ingest', { dataDir });
+  const db = openDb(dataDir);
+  const targets = [];
+  const sockpit = { name: 'sockpit', pid: server.pid, db };
+  sockpit.sinks = [new Worker('sockpit-dashboard', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'sockpit', baseUrl: server.baseUrl, users: prov.users }, { logDir })];
+  const c = await sockpit.sinks[0].call('connect');
+  if (c.connected !== 1) throw new Error(`dashboard could not connect: ${JSON.stringify(c)}`);
+  sockpit.gens = await startGenerators('sockpit', 'sockpit', server.devicePort, prov.devices, P.genWorkers);
+  targets.push(sockpit);
+
+  const peers = {};
+  const mosq = PEERS ? await startMosquitto() : { error: 'skipped (--peers=none)' };
+  if (mosq.error) peers.mosquitto = { not_run: mosq.error };
+  else {
+    const t = { name: 'mosquitto', pid: mosq.pid, child: mosq.child };
+    t.sinks = [new Worker('mosquitto-subscriber', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'mqtt', port: mosq.port }, { logDir })];
+    await t.sinks[0].call('connect');
+    t.gens = await startGenerators('mosquitto', 'mqtt', mosq.port, prov.devices, P.genWorkers);
+    targets.push(t);
+  }
+  const relay = PEERS ? await startRelay() : null;
+  if (relay) {
+    const t = { name: 'bare_relay', pid: relay.pid, child: relay.child };
+    t.sinks = [new Worker('relay-subscriber', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'relay', port: relay.subPort }, { logDir })];
+    await t.sinks[0].call('connect');
+    t.gens = await startGenerators('relay', 'relay', relay.devicePort, prov.devices, P.genWorkers);
+    targets.push(t);
+  }
+
+  // Steps, interleaved per load so that drift on a shared machine hits all three alike.
+  const steps = [];
+  const saturatedAt = {};
+  for (const load of [...(RATES ?? P.rates).map((rate) => ({ rate })), ...(NO_MAX ? [] : [{ max: true }])]) {
+    const step = { offered_per_s: load.max ? 'max' : load.rate };
+    for (const t of targets) {
+      // A target that fell behind at a lower offered rate is not loaded harder at a fixed rate:
+      // it would only build a backlog that spills into the next measurements. Its max step says
+      // what it sustains.
+      if (!load.max && saturatedAt[t.name]) {
+        step[t.name] = { offered_per_s: load.rate, skipped: `fell behind at ${saturatedAt[t.name]}/s offered` };
+        continue;
+      }
+      step[t.name] = await measure(t, load);
+      if (!load.max && step[t.name].delivered_per_s < 0.8 * load.rate) saturatedAt[t.name] = load.rate;
+      log(`  ${String(step.offered_per_s).padStart(7)} ${t.name.padEnd(10)} delivered ${step[t.name].delivered_per_s}/s p99 ${step[t.name].p99_ms} ms`);
+    }
+    steps.push(step);
+  }
+  const best = (name) => {
+    let top = null;
+    for (const s of steps) if (s[name] && !s[name].skipped && (!top || s[name].delivered_per_s > top.delivered_per_s)) top = s[name];
+    return top;
+  };
+  const sockpitMax = best('sockpit');
+  const maxRate = sockpitMax.delivered_per_s;
+
+  // Half of sockpit's maximum: latency target; the peers get the same offered load, for context.
+  const half = Math.round(maxRate / 2);
+  const halfStep = { offered_per_s: half, note: "half of sockpit's highest delivered rate" };
+  for (const t of targets) {
+    halfStep[t.name] = await measure(t, { rate: half });
+    log(`  half ${half}/s ${t.name.padEnd(10)} p99 ${halfStep[t.name].p99_ms} ms`);
+  }
+
+  // Every reading sockpit accepted is in the database (and was acknowledged as stored).
+  const g = await genStats(sockpit.gens, false);
+  let rows = db.count();
+  for (let i = 0; i < 50 && rows < g.total_sent; i++) {
+    await sleep(200);
+    rows = db.count();
+  }
+  const gAfter = await genStats(sockpit.gens, false);
+  const verification = { readings_sent: gAfter.total_sent, rows_in_database: rows, stored_acks: gAfter.total_stored, all_stored: rows === gAfter.total_sent && gAfter.total_stored === gAfter.total_sent };
+
+  // Scenario 3: command round trip with background telemetry at 0 %, 50 % and 80 % of the maximum.
+  log(`scenario 3: ${P.commands} commands at 0/50/80 % of ${maxRate}/s`);
+  const cmdDevices = prov.devices.filter((_, i) => i % Math.max(1, Math.floor(prov.devices.length / 50)) === 0).map((d) => d.id);
+  const levels = [];
+  for (const pct of NO_COMMANDS ? [50] : [0, 50, 80]) {
+    if (NO_COMMANDS) break;
+    const rate = Math.round((maxRate * pct) / 100);
+    await genLoad(sockpit.gens, { rate });
+    await sleep(P.warmupMs);
+    const watch = new ProcWatch([server.pid]);
+    const r = await sockpit.sinks[0].call('commands', { n: P.commands, deviceIds: cmdDevices, gapMs: 25 }, 10 * 60_000);
+    const usage = watch.stop();
+    await genLoad(sockpit.gens, { rate: 0 });
+    levels.push({ load_pct: pct, background_per_s: rate, ...r, server_cpu_pct: usage.cpu_pct });
+    log(`  ${pct}% (${rate}/s): p50 ${r.p50_ms} p99 ${r.p99_ms} max ${r.max_ms} ms ${JSON.stringify(r.failures)}`);
+    await drain(sockpit);
+  }
+
+  for (const t of targets) {
+    await Promise.all([...t.gens, ...t.sinks].map((w) => w.stop()));
+  }
+  db.close();
+  await stopProcess(server.child);
+  if (mosq.child) await stopProcess(mosq.child);
+  if (relay) await stopProcess(relay.child);
+
+  const conditions = `${P.devices} devices (raw TCP, ${P.genWorkers} generator processes) → one receiver; each reading ~100 B JSON ({"type":"telemetry","id",data:{t,seq,temp,hum}}), base64 lines for sockpit and the relay, QoS 0 PUBLISH to d/<id>/t for Mosquitto; ${P.windowMs / 1000} s window after ${P.warmupMs / 1000} s warm-up per step; loopback, all processes on one ${results.machine.nproc}-core machine`;
+  const summary = (name, s) =>
+    s && {
+      delivered_per_s: s.delivered_per_s,
+      p99_ms: s.p99_ms,
+      p50_ms: s.p50_ms,
+      max_ms: s.max_ms,
+      at_offered_per_s: s.offered_per_s,
+      ...(name === 'sockpit' ? { stored_per_s: s.stored_per_s, all_readings_stored: verification.all_stored } : {}),
+      server_cpu_pct: s.server_cpu_pct,
+      server_rss_mib: s.server_rss_mib,
+      conditions: `highest delivered rate over the steps (${steps.map((x) => x.offered_per_s).join(', ')} msg/s offered); p50/p99/max device→receiver latency in that same step. ${conditions}`,
+    };
+  const ingest = {
+    conditions,
+    sockpit: summary('sockpit', sockpitMax),
+    mosquitto: peers.mosquitto ?? summary('mosquitto', best('mosquitto')),
+    bare_relay: relay ? summary('bare_relay', best('bare_relay')) : { not_run: 'skipped (--peers=none)' },
+    storage_check: verification,
+    steps,
+    half_load_step: halfStep,
+  };
+  ingest.ratios = {};
+  for (const peer of ['mosquitto', 'bare_relay']) {
+    const p = ingest[peer];
+    if (!p || p.not_run) continue;
+    ingest.ratios[`sockpit_vs_${peer}`] = {
+      delivered: round(ingest.sockpit.delivered_per_s / p.delivered_per_s, 3),
+      p99_at_max: p.p99_ms ? round(ingest.sockpit.p99_ms / p.p99_ms, 2) : null,
+      p99_at_half_load: halfStep[peer]?.p99_ms ? round(halfStep.sockpit.p99_ms / halfStep[peer].p99_ms, 2) : null,
+      note: 'delivered: sockpit ÷ peer (higher is better for sockpit); p99: sockpit ÷ peer (lower is better)',
+    };
+  }
+  results.ingest = ingest;
+  results.latency_at_half_load = {
+    offered_per_s: half,
+    delivered_per_s: halfStep.sockpit.delivered_per_s,
+    p50_ms: halfStep.sockpit.p50_ms,
+    p99_ms: halfStep.sockpit.p99_ms,
+    max_ms: halfStep.sockpit.max_ms,
+    conditions: `sockpit at half of its highest delivered rate (${maxRate}/s), device→dashboard, one dashboard in the fleet room. ${conditions}`,
+  };
+  const at50 = levels.find((l) => l.load_pct === 50);
+  if (at50) results.command_rtt = {
+    p50_ms: at50.p50_ms,
+    p99_ms: at50.p99_ms,
+    max_ms: at50.max_ms,
+    n: at50.n,
+    levels,
+    conditions: `dashboard emits command:send (togglerele) → device receives fromservertonode and acks → dashboard gets command:status "acked"; ${P.commands} commands one at a time, 25 ms apart, over ${cmdDevices.length} devices; headline at 50 % background telemetry (${at50.background_per_s}/s from ${P.devices} devices)`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 4: idle connections
+
+async function connectionsScenario() {
+  const n = P.connections;
+  log(`scenario 4: ${n} idle device connections over ${P.connWorkers} processes`);
+  const dataDir = path.join(runDir, 'conn-data');
+  const prov = await provision({ DATA_DIR: dataDir, BCRYPT_ROUNDS: '4' }, {
+    devices: { prefix: 'idle-', count: n },
+    users: { prefix: 'bench', count: 1, password: PASSWORD, role: 'admin' },
+  });
+  // 1,000 connections per source address 127.0.0.2, .3, …: ephemeral ports stay plentiful.
+  prov.devices.forEach((d, i) => (d.localAddress = `127.0.0.${2 + Math.floor(i / 1000)}`));
+  const server = await startSockpit('sockpit-connections', { dataDir });
+  const sink = new Worker('connections-dashboard', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'sockpit', baseUrl: server.baseUrl, users: prov.users }, { logDir });
+  await sink.call('connect');
+  await sleep(1000);
+  const before = procSample(server.pid);
+  const workers = split(prov.devices, P.connWorkers).map((ds, i) => new Worker(`idle-gen${i}`, path.join(ROOT, 'bench/workers/devices.mjs'), { target: 'sockpit', port: server.devicePort, devices: ds, tag: 'idle' }, { logDir }));
+  await sleep(500); // let the workers start before the clock does
+  const t0 = performance.now();
+  const r = await Promise.all(workers.map((w) => w.call('connect', { concurrency: 200, timeoutMs: 150_000 }, 200_000)));
+  const acceptS = (performance.now() - t0) / 1000;
+  const ready = sum(r.map((x) => x.ready));
+  await sleep(3000);
+  const after = procSample(server.pid);
+  const fleet = await sink.call('fleet');
+  const g = await genStats(workers);
+  const failures = {};
+  for (const x of r) for (const [k, v] of Object.entries(x.failures)) failures[k] = (failures[k] ?? 0) + v;
+  results.connections = {
+    n,
+    ready,
+    online_in_dashboard: fleet.online,
+    all_online: fleet.online === n && ready === n,
+    accept_s: round(acceptS, 2),
+    accepted_per_s: Math.round(ready / acceptS),
+    rss_before_mib: round(before.rssKib / 1024, 1),
+    rss_after_mib: round(after.rssKib / 1024, 1),
+    rss_per_conn_kib: round((after.rssKib - before.rssKib) / Math.max(1, ready), 2),
+    server_cpu_s_to_accept: round(after.cpu - before.cpu, 2),
+    closed_by_server: g.closed,
+    failures: Object.keys(failures).length ? failures : undefined,
+    conditions: `${n} devices with real tokens, each a TCP connection that says hello and then stays idle, opened by ${workers.length} client processes (200 handshakes in flight each) from ${Math.ceil(n / 1000)} source addresses 127.0.0.2…; RSS of the server process after all are online (+3 s) minus before; "online" counted from fleet:list of a logged-in dashboard`,
+  };
+  log(`  ${ready}/${n} ready in ${acceptS.toFixed(1)} s, ${results.connections.rss_per_conn_kib} KiB/conn, ${fleet.online} online`);
+  await Promise.all([...workers, sink].map((w) => w.stop()));
+  await stopProcess(server.child);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 5: many dashboards, one busy device
+
+async function dashboardsScenario() {
+  const n = P.dashboards;
+  const rate = 100;
+  log(`scenario 5: ${n} dashboards watching one device at ${rate} msg/s`);
+  const dataDir = path.join(runDir, 'dash-data');
+  const prov = await provision({ DATA_DIR: dataDir, BCRYPT_ROUNDS: '4' }, {
+    devices: { prefix: 'busy-', count: 1 },
+    users: { prefix: 'viewer', count: n, password: PASSWORD, role: 'viewer' },
+  });
+  const server = await startSockpit('sockpit-dashboards', { dataDir, extraEnv: { LOGIN_MAX_ATTEMPTS: '10000' } });
+  const deviceId = prov.devices[0].id;
+  const sinks = split(prov.users, P.dashWorkers).map((users, i) => new Worker(`dash${i}`, path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'sockpit', baseUrl: server.baseUrl, users, watch: deviceId }, { logDir }));
+  const t0 = performance.now();
+  const c = await Promise.all(sinks.map((s) => s.call('connect', { concurrency: 10 }, 300_000)));
+  const connected = sum(c.map((x) => x.connected));
+  const connectS = (performance.now() - t0) / 1000;
+  if (connected < n) log(`  only ${connected}/${n} dashboards connected: ${JSON.stringify(c.find((x) => x.errors)?.errors)}`);
+  const gens = await startGenerators('busy', 'sockpit', server.devicePort, prov.devices, 1);
+  await genLoad(gens, { rate });
+  await sleep(2000);
+  await Promise.all([genStats(gens, true), sinkWindow(sinks, true)]);
+  const watch = new ProcWatch([server.pid]);
+  const w0 = performance.now();
+  await sleep(P.dashWindowMs);
+  const [g, w] = await Promise.all([genStats(gens, true), sinkWindow(sinks, true)]);
+  const secs = (performance.now() - w0) / 1000;
+  const usage = watch.stop();
+  const lat = w.hist.summary();
+  results.dashboards = {
+    n,
+    connected,
+    login_and_connect_s: round(connectS, 1),
+    device_rate_per_s: Math.round(g.sent / secs),
+    delivered_per_s: Math.round(w.received / secs),
+    expected_per_s: Math.round((g.sent / secs) * connected),
+    per_dashboard_per_s: round(w.received / secs / Math.max(1, connected), 1),
+    p50_ms: lat.p50_ms,
+    p99_ms: lat.p99_ms,
+    max_ms: lat.max_ms,
+    server_cpu_pct: usage.cpu_pct,
+    server_rss_mib: usage.rss_mib,
+    conditions: `${n} users each logged in through the form and holding one socket.io client (websocket transport) that watches device ${deviceId}; ${P.dashWorkers} client processes; the device sends ${rate} readings/s; device→dashboard latency over a ${P.dashWindowMs / 1000} s window after 2 s warm-up`,
+  };
+  log(`  delivered ${results.dashboards.delivered_per_s}/s of ${results.dashboards.expected_per_s}/s, p99 ${lat.p99_ms} ms`);
+  await Promise.all([...gens, ...sinks].map((x) => x.stop()));
+  await stopProcess(server.child);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 6: two instances and Redis (only when REDIS_URL mode works)
+
+async function multiScenario() {
+  log('scenario 6: two instances and Redis');
+  if (!fs.existsSync(REDIS_SERVER)) {
+    results.multi_instance = { not_run: `${REDIS_SERVER} is missing` };
+    return;
+  }
+  const redisPort = await freePort();
+  const redis = startProcess('redis', REDIS_SERVER, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { logDir });
+  try {
+    await waitForPort(redisPort, { child: redis });
+    const dataDir = path.join(runDir, 'multi-data');
+    const n = Math.min(P.devices, 200);
+    const prov = await provision({ DATA_DIR: dataDir, BCRYPT_ROUNDS: '4' }, {
+      devices: { prefix: 'multi-', count: n },
+      users: { prefix: 'bench', count: 1, password: PASSWORD, role: 'operator' },
+    });
+    const extraEnv = { REDIS_URL: `redis://127.0.0.1:${redisPort}`, SESSION_SECRET: 'bench-session-secret-0123456789' };
+    let a;
+    let b;
+    try {
+      a = await startSockpit('sockpit-multi-a', { dataDir, extraEnv });
+      b = await startSockpit('sockpit-multi-b', { dataDir, extraEnv });
+    } catch (err) {
+      const child = (a ?? {}).child;
+      const reason = (logTail(a?.child ?? { logFile: path.join(logDir, a ? 'sockpit-multi-b.log' : 'sockpit-multi-a.log') }, 2) || err.message).split('\n').pop();
+      results.multi_instance = { not_run: `REDIS_URL mode did not start: ${reason}` };
+      if (child) await stopProcess(child);
+      return;
+    }
+    // Devices on instance B, the dashboard on instance A: telemetry and commands cross Redis.
+    const sink = new Worker('multi-dashboard', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'sockpit', baseUrl: a.baseUrl, users: prov.users }, { logDir });
+    await sink.call('connect');
+    const gens = await startGenerators('multi', 'sockpit', b.devicePort, prov.devices, P.genWorkers);
+    const db = openDb(dataDir);
+    const t = { name: 'sockpit_multi', gens, sinks: [sink], pid: b.pid, db };
+    const max = await measure(t, { max: true });
+    const half = await measure(t, { rate: Math.round(max.delivered_per_s / 2) });
+    await genLoad(gens, { rate: Math.round(max.delivered_per_s / 2) });
+    await sleep(P.warmupMs);
+    const cmd = await sink.call('commands', { n: P.commands, deviceIds: prov.devices.slice(0, 20).map((d) => d.id), gapMs: 25 }, 10 * 60_000);
+    await genLoad(gens, { rate: 0 });
+    results.multi_instance = {
+      ingest_max: max,
+      half_load: half,
+      command_rtt_at_50: cmd,
+      conditions: `two sockpit processes sharing Redis (own redis-server on loopback) and one SQLite file (WAL); ${n} devices on instance B, the dashboard on instance A; server CPU/RSS are instance B's`,
+    };
+    db.close();
+    await Promise.all([...gens, sink].map((x) => x.stop()));
+    await stopProcess(a.child);
+    await stopProcess(b.child);
+  } finally {
+    await stopProcess(redis);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function verdicts() {
+  const v = [];
+  const r = results;
+  const ratio = r.ingest?.ratios?.sockpit_vs_mosquitto?.delivered;
+  v.push(['ingest ≥ 0.5× Mosquitto (storing every reading)', ratio != null ? `${ratio}× (${r.ingest.sockpit.delivered_per_s}/s vs ${r.ingest.mosquitto.delivered_per_s}/s)` : 'n/a', ratio != null ? ratio >= TARGETS.ingest_to_mosquitto_ratio && r.ingest.storage_check.all_stored : null]);
+  const half = r.latency_at_half_load?.p99_ms;
+  v.push(['device→dashboard p99 ≤ 20 ms at half load', half != null ? `${half} ms` : 'n/a', half != null ? half <= TARGETS.half_load_p99_ms : null]);
+  const cmd = r.command_rtt?.p99_ms;
+  v.push(['command round trip p99 ≤ 10 ms at 50 % load', cmd != null ? `${cmd} ms` : 'n/a', cmd != null ? cmd <= TARGETS.command_rtt_p99_ms : null]);
+  const kib = r.connections?.rss_per_conn_kib;
+  v.push([`≤ 10 KiB RSS per idle device (${r.connections?.n ?? '?'})`, kib != null ? `${kib} KiB` : 'n/a', kib != null ? kib <= TARGETS.rss_per_conn_kib && r.connections.all_online : null]);
+  const d = r.dashboards?.p99_ms;
+  v.push([`${r.dashboards?.n ?? '?'} dashboards p99 ≤ 50 ms`, d != null ? `${d} ms` : 'n/a', d != null ? d <= TARGETS.dashboards_p99_ms && r.dashboards.delivered_per_s >= 0.99 * r.dashboards.expected_per_s : null]);
+  return v;
+}
+
+function table(rows) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? String(c ?? '').padEnd(widths[i]) : String(c ?? '').padStart(widths[i]))).join('  ')).join('\n');
+}
+
+function report() {
+  const out = [];
+  const m = results.machine;
+  out.push(`sockpit bench ${QUICK ? '(--quick) ' : ''}— ${m.nproc} × ${m.cpu_model}, ${m.ram_gib} GiB, Node ${m.node}, ${results.started_at}`);
+  if (results.ingest) {
+    const i = results.ingest;
+    out.push('', `1-2. Ingest: ${P.devices} devices → 1 receiver (delivered/s; for sockpit the lower of dashboard/s and stored/s; latency p50/p99/max ms)`);
+    const rows = [['offered/s', 'sockpit', 'dash/s', 'stored/s', 'p50', 'p99', 'max', 'cpu%', 'rss MiB', 'mosquitto', 'p99', 'relay', 'p99']];
+    for (const s0 of [...i.steps, { ...i.half_load_step, offered_per_s: `${i.half_load_step.offered_per_s} (½)` }]) {
+      const s = { ...s0 };
+      for (const k of ['sockpit', 'mosquitto', 'bare_relay']) if (s[k]?.skipped) s[k] = { delivered_per_s: 'skip', p99_ms: '-' };
+      const a = s.sockpit;
+      rows.push([s.offered_per_s, a.delivered_per_s, a.dashboard_per_s, a.stored_per_s, a.p50_ms, a.p99_ms, a.max_ms, a.server_cpu_pct, a.server_peak_rss_mib, s.mosquitto?.delivered_per_s ?? '-', s.mosquitto?.p99_ms ?? '-', s.bare_relay?.delivered_per_s ?? '-', s.bare_relay?.p99_ms ?? '-']);
+    }
+    out.push(table(rows));
+    for (const [k, r] of Object.entries(i.ratios)) out.push(`  ${k}: delivered ${r.delivered}×, p99 ${r.p99_at_max}× at max, ${r.p99_at_half_load}× at sockpit's half load`);
+    const c = i.storage_check;
+    out.push(`  storage check: ${c.readings_sent} readings sent, ${c.rows_in_database} rows, ${c.stored_acks} "stored" acks → ${c.all_stored ? 'all stored' : 'MISSING ROWS'}`);
+  }
+  if (results.command_rtt) {
+    out.push('', '3. Command round trip (ms)');
+    out.push(table([['background', 'per s', 'n', 'p50', 'p99', 'max', 'failures'], ...results.command_rtt.levels.map((l) => [`${l.load_pct} %`, l.background_per_s, l.n, l.p50_ms, l.p99_ms, l.max_ms, JSON.stringify(l.failures)])]));
+  }
+  if (results.connections) {
+    const c = results.connections;
+    out.push('', `4. Connections: ${c.ready}/${c.n} ready in ${c.accept_s} s (${c.accepted_per_s}/s), ${c.online_in_dashboard} online in the dashboard, RSS ${c.rss_before_mib} → ${c.rss_after_mib} MiB = ${c.rss_per_conn_kib} KiB/connection`);
+  }
+  if (results.dashboards) {
+    const d = results.dashboards;
+    out.push('', `5. Dashboards: ${d.connected}/${d.n} watching one device at ${d.device_rate_per_s}/s: delivered ${d.delivered_per_s}/s of ${d.expected_per_s}/s, p50 ${d.p50_ms} p99 ${d.p99_ms} max ${d.max_ms} ms, server CPU ${d.server_cpu_pct} %`);
+  }
+  if (results.multi_instance) {
+    const mi = results.multi_instance;
+    out.push('', `6. Multi-instance: ${mi.not_run ? `not run: ${mi.not_run}` : `max ${mi.ingest_max.delivered_per_s}/s, p99 at half load ${mi.half_load.p99_ms} ms, command p99 ${mi.command_rtt_at_50.p99_ms} ms`}`);
+  }
+  out.push('', 'Targets');
+  out.push(table([['target', 'measured', 'met'], ...verdicts().map(([a, b, c]) => [a, b, c === null ? '-' : c ? 'yes' : 'NO'])]));
+  return out.join('\n');
+}
+
+async function main() {
+  log(`run dir ${runDir}${QUICK ? ' (quick)' : ''}`);
+  if (!fs.existsSync(path.join(ROOT, 'dist/main.js'))) throw new Error('dist/main.js is missing: run `npm run bench` (it builds first) or `npm run build`');
+  const scenarios = [
+    ['ingest', ingestScenario],
+    ['connections', connectionsScenario],
+    ['dashboards', dashboardsScenario],
+    ['multi', multiScenario],
+  ];
+  for (const [name, fn] of scenarios) {
+    if (!wants(name)) continue;
+    const t0 = Date.now();
+    try {
+      await fn();
+    } catch (err) {
+      log(`scenario ${name} failed: ${err.stack ?? err.message}`);
+      results.errors = { ...(results.errors ?? {}), [name]: err.message };
+    }
+    log(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+  }
+  results.duration_s = Math.round((Date.now() - startedAt.getTime()) / 1000);
+  results.verdicts = verdicts().map(([target, measured, met]) => ({ target, measured, met }));
+  const text = report();
+  console.log(text);
+  const dir = path.join(ROOT, 'bench/results');
+  fs.mkdirSync(dir, { recursive: true });
+  const json = JSON.stringify(results, null, 2) + '\n';
+  fs.writeFileSync(path.join(dir, 'latest.json'), json);
+  const stamp = startedAt.toISOString().replace(/[:]/g, '-').replace(/\..+/, '');
+  fs.writeFileSync(path.join(dir, `${stamp}${QUICK ? '-quick' : ''}.json`), json);
+  log(`wrote bench/results/latest.json and bench/results/${stamp}${QUICK ? '-quick' : ''}.json`);
+  if (PROFILE) log(`server CPU profiles in ${path.join(runDir, 'profiles')}`);
+  if (!KEEP && !PROFILE && !results.errors) fs.rmSync(runDir, { recursive: true, force: true });
+  else log(`kept ${runDir}`);
+  return results.errors ? 1 : 0;
+}
+
+const deadline = setTimeout(() => {
+  log('the bench ran past its time limit; stopping');
+  killAll();
+  process.exit(2);
+}, (QUICK ? 5 : 30) * 60_000);
+deadline.unref();
+
+main().then(
+  (code) => {
+    killAll();
+    process.exit(code);
+  },
+  (err) => {
+    log(err.stack ?? err.message);
+    killAll();
+    process.exit(1);
+  },
+);

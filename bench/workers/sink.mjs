@@ -1,0 +1,184 @@
+// Receiving end: sockpit dashboards (logged-in socket.io clients), an MQTT subscriber on
+// d/+/t, or a subscriber of the bare relay. Records device→receiver latency from the `t`
+// timestamp the device put in each reading. Driven by bench/run.mjs over IPC.
+//
+// config: { target, port, baseUrl?, users?: [{username,password}], watch?: deviceId }
+import net from 'node:net';
+import { io as ioClient } from 'socket.io-client';
+import { connectPacket, PacketReader, parsePublish, subscribePacket } from '../lib/mqtt.mjs';
+import { serveWorker, sleep, workerConfig } from '../lib/proc.mjs';
+import { login } from '../lib/sockpit.mjs';
+import { Histogram, nowMs } from '../lib/stats.mjs';
+
+const cfg = workerConfig();
+const hist = new Histogram();
+let received = 0;
+let statusEvents = 0;
+const sockets = [];
+const acked = new Map(); // command id → time its `acked` status arrived (or a failure word)
+const waiters = new Map(); // command id → resolve, for statuses still to come
+
+function onReading(t) {
+  received++;
+  if (typeof t === 'number') hist.record(nowMs() - t);
+}
+
+function connectSockpit(cookie) {
+  return new Promise((resolve, reject) => {
+    const socket = ioClient(cfg.baseUrl, { transports: ['websocket'], extraHeaders: { cookie }, reconnection: false, forceNew: true, timeout: 20_000 });
+    socket.on('device:telemetry', (p) => onReading(p?.data?.t));
+    socket.on('device:status', () => statusEvents++);
+    socket.on('command:status', (c) => {
+      let v;
+      if (c.status === 'acked') v = nowMs();
+      else if (c.status !== 'queued' && c.status !== 'sent') v = c.status;
+      else return;
+      const w = waiters.get(c.id);
+      if (w) w(v);
+      else acked.set(c.id, v);
+    });
+    socket.once('connect', () => resolve(socket));
+    socket.once('connect_error', (err) => {
+      socket.close();
+      reject(err);
+    });
+  });
+}
+
+function connectMqtt() {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port: cfg.port, noDelay: true });
+    const reader = new PacketReader((type, flags, body) => {
+      if (type === 3) {
+        const { payload } = parsePublish(flags, body);
+        let m;
+        try {
+          m = JSON.parse(payload.toString('utf8'));
+        } catch {
+          return;
+        }
+        onReading(m?.data?.t);
+      } else if (type === 2) sock.write(subscribePacket('d/+/t'), 'latin1');
+      else if (type === 9) resolve(sock);
+    });
+    sock.on('data', (c) => reader.push(c));
+    sock.on('error', reject);
+    sock.on('connect', () => sock.write(connectPacket(`bench-sub-${process.pid}`), 'latin1'));
+  });
+}
+
+function connectRelay() {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port: cfg.port, noDelay: true });
+    let rest = '';
+    sock.on('data', (chunk) => {
+      const text = rest + chunk.toString('utf8');
+      let start = 0;
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+        const line = text.slice(start, nl);
+        start = nl + 1;
+        let m;
+        try {
+          m = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (m.type === 'telemetry') onReading(m.data?.t);
+      }
+      rest = text.slice(start);
+    });
+    sock.on('error', reject);
+    sock.on('connect', () => resolve(sock));
+  });
+}
+
+async function runCommands({ n, deviceIds, gapMs = 25, timeoutMs = 5000 }) {
+  const h = new Histogram();
+  const failures = {};
+  const socket = sockets[0];
+  const deadline = Date.now() + n * (gapMs + timeoutMs) + 5000;
+  for (let i = 0; i < n && Date.now() < deadline; i++) {
+    const deviceId = deviceIds[i % deviceIds.length];
+    const t0 = nowMs();
+    let res;
+    try {
+      res = await socket.timeout(timeoutMs).emitWithAck('command:send', { deviceId, action: 'togglerele' });
+    } catch {
+      failures.no_ack = (failures.no_ack ?? 0) + 1;
+      continue;
+    }
+    if (!res?.ok) {
+      failures[res?.error ?? 'error'] = (failures[res?.error ?? 'error'] ?? 0) + 1;
+      await sleep(gapMs);
+      continue;
+    }
+    const id = res.command.id;
+    let a = acked.get(id);
+    acked.delete(id);
+    if (a === undefined) {
+      a = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(undefined), timeoutMs);
+        waiters.set(id, (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        });
+      });
+      waiters.delete(id);
+    }
+    if (typeof a === 'number') h.record(a - t0);
+    else failures[a ?? 'no_status'] = (failures[a ?? 'no_status'] ?? 0) + 1;
+    await sleep(gapMs);
+  }
+  return { ...h.summary(), failures };
+}
+
+serveWorker({
+  async connect({ concurrency = 25 } = {}) {
+    const t0 = nowMs();
+    if (cfg.target === 'mqtt') sockets.push(await connectMqtt());
+    else if (cfg.target === 'relay') sockets.push(await connectRelay());
+    else {
+      const users = cfg.users;
+      let next = 0;
+      const errors = [];
+      async function lane() {
+        while (next < users.length) {
+          const u = users[next++];
+          try {
+            const cookie = await login(cfg.baseUrl, u.username, u.password);
+            const socket = await connectSockpit(cookie);
+            if (cfg.watch) {
+              const r = await socket.timeout(10_000).emitWithAck('device:watch', { deviceId: cfg.watch });
+              if (!r?.ok) throw new Error(`device:watch: ${r?.error}`);
+            }
+            sockets.push(socket);
+          } catch (err) {
+            errors.push(err.message);
+          }
+        }
+      }
+      await Promise.all(Array.from({ length: Math.min(concurrency, users.length) }, lane));
+      if (errors.length) return { connected: sockets.length, elapsed_ms: nowMs() - t0, errors: errors.slice(0, 3), error_count: errors.length };
+    }
+    return { connected: sockets.length, elapsed_ms: nowMs() - t0 };
+  },
+  window({ reset = false } = {}) {
+    const r = { received, status_events: statusEvents, hist: hist.toJSON() };
+    if (reset) {
+      received = 0;
+      statusEvents = 0;
+      hist.reset();
+    }
+    return r;
+  },
+  commands: runCommands,
+  async fleet() {
+    const r = await sockets[0].timeout(30_000).emitWithAck('fleet:list', {});
+    if (!r?.ok) throw new Error(`fleet:list: ${r?.error}`);
+    return { total: r.devices.length, online: r.devices.filter((d) => d.online).length };
+  },
+  async close() {
+    for (const s of sockets) (s.close ?? s.destroy).call(s);
+    return true;
+  },
+});
