@@ -1,9 +1,39 @@
-/** Unit and integration tests: real servers on port 0, real SQLite; PostgreSQL/Redis suites run when TEST_DATABASE_URL / TEST_REDIS_URL are set. */
-module.exports = {
+/**
+ * Unit and integration tests: real servers on port 0.
+ * - `sqlite` project: always; every server gets its own SQLite file.
+ * - `postgres` project: when TEST_DATABASE_URL is set, the same tests again on PostgreSQL, each
+ *   test on a fresh database, all dropped when its file is done (tests/support/pg.ts).
+ * - tests/cluster/*.test.ts: several instances on Redis and PostgreSQL; they run in the postgres
+ *   project and skip themselves unless TEST_REDIS_URL is set too.
+ */
+const shared = {
   testEnvironment: 'node',
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] },
   testMatch: ['<rootDir>/tests/**/*.test.ts'],
   testPathIgnorePatterns: ['/node_modules/', '<rootDir>/tests/e2e/'],
+};
+
+/** Tests with no storage in them; running them a second time on PostgreSQL proves nothing. */
+const engineFree = ['<rootDir>/tests/codec.test.ts', '<rootDir>/tests/config.test.ts'];
+
+const projects = [
+  {
+    ...shared,
+    displayName: 'sqlite',
+    testPathIgnorePatterns: [...shared.testPathIgnorePatterns, '<rootDir>/tests/cluster/'],
+  },
+];
+if (process.env.TEST_DATABASE_URL) {
+  projects.push({
+    ...shared,
+    displayName: 'postgres',
+    testEnvironment: '<rootDir>/tests/support/pg.ts',
+    testPathIgnorePatterns: [...shared.testPathIgnorePatterns, ...engineFree],
+  });
+}
+
+module.exports = {
+  projects,
   testTimeout: 30000,
   maxWorkers: 2,
 };

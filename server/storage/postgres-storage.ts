@@ -21,8 +21,10 @@ export class PostgresStorage extends KyselyStorage {
           oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
       },
     });
-    // An idle client losing its server must not crash the process; the next query reports it.
+    // A client losing its server must not crash the process; the next query reports it. The pool
+    // only listens on idle clients, so one checked out (by Kysely) needs its own listener.
     pool.on('error', () => {});
+    pool.on('connect', (client) => client.on('error', () => {}));
     const storage = new PostgresStorage(new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
     try {
       await storage.migrate();

@@ -23,10 +23,17 @@ export interface TestServer {
 
 const open = new Set<TestServer>();
 
-/** Database engine for this run: PostgreSQL when TEST_DATABASE_URL is set (see tests/support/pg.ts). */
+/**
+ * Database engine for this run: PostgreSQL when TEST_DATABASE_URL is set, a fresh database for
+ * each test (see tests/support/pg.ts); null on SQLite. A server restarted on the same data dir
+ * keeps the database it started with.
+ */
 export function testDatabaseUrl(): string | null {
   return process.env.SOCKPIT_TEST_DATABASE_URL ?? null;
 }
+
+/** On PostgreSQL a data dir keeps the database it started with, as on SQLite it keeps its file. */
+const databaseOf = new Map<string, string | null>();
 
 /** A real server on ephemeral ports with its own data dir; quiet logs and cheap bcrypt. */
 export async function startServer(overrides: Partial<Config> = {}): Promise<TestServer> {
@@ -37,11 +44,12 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     port: 0,
     devicePort: 0,
     dataDir,
-    databaseUrl: testDatabaseUrl(),
+    databaseUrl: databaseOf.get(dataDir) ?? testDatabaseUrl(),
     logLevel: process.env.TEST_LOG_LEVEL ? (process.env.TEST_LOG_LEVEL as Config['logLevel']) : 'silent',
     bcryptRounds: 4,
     ...overrides,
   };
+  databaseOf.set(dataDir, config.databaseUrl);
   const app = await createApp(config);
   const { httpPort, devicePort } = await app.listen();
   const server: TestServer = {
