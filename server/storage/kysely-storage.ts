@@ -104,8 +104,9 @@ export abstract class KyselyStorage implements Storage {
 
   constructor(protected readonly db: Kysely<DB>) {}
 
-  async migrate(): Promise<void> {
-    const migrator = new Migrator({ db: this.db, provider: migrations(this.kind) });
+  /** Brings the schema up to date; `schema` pins Kysely's bookkeeping tables to the one in use. */
+  async migrate(schema?: string): Promise<void> {
+    const migrator = new Migrator({ db: this.db, provider: migrations(this.kind), ...(schema ? { migrationTableSchema: schema } : {}) });
     const { error, results } = await migrator.migrateToLatest();
     const failed = results?.find((r) => r.status === 'Error');
     if (error || failed) {

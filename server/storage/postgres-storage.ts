@@ -27,7 +27,9 @@ export class PostgresStorage extends KyselyStorage {
     pool.on('connect', (client) => client.on('error', () => {}));
     const storage = new PostgresStorage(new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
     try {
-      await storage.migrate();
+      // Kysely would otherwise look for its migration tables in every schema on the search path.
+      const { rows } = await pool.query<{ schema: string }>('select current_schema() as schema');
+      await storage.migrate(rows[0]?.schema ?? undefined);
     } catch (err) {
       await pool.end().catch(() => {});
       throw err;
