@@ -36,6 +36,8 @@ export interface Config {
   /** Telemetry batching bounds. */
   telemetryBatchRows: number;
   telemetryBatchMs: number;
+  /** How often sockets' sessions are re-checked, in ms (default 30 s). Not an env setting: tests shorten it. */
+  sessionRecheckMs?: number;
 }
 
 export class ConfigError extends Error {

@@ -23,7 +23,8 @@ export function hashPassword(password: string, rounds: number): Promise<string> 
   return bcrypt.hash(password, rounds);
 }
 
-let dummy: Promise<string> | null = null;
+/** One dummy hash per cost factor, so that its compare costs what a real user's does. */
+const dummies = new Map<number, Promise<string>>();
 
 /**
  * Checks a password against a user's hash, or against a dummy hash when there is no such user,
@@ -36,7 +37,8 @@ export async function verifyPassword(password: string, hash: string | null, roun
     hash = null;
   }
   if (hash === null) {
-    dummy ??= bcrypt.hash('sockpit-dummy-password', rounds);
+    let dummy = dummies.get(rounds);
+    if (!dummy) dummies.set(rounds, (dummy = bcrypt.hash('sockpit-dummy-password', rounds)));
     await bcrypt.compare(password, await dummy);
     return false;
   }

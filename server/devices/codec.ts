@@ -16,15 +16,29 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** Keys that would reach Object.prototype if copied carelessly; refused at the door. */
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
-function hasForbiddenKey(v: unknown, depth = 0): boolean {
-  if (depth > 32) return true;
-  if (Array.isArray(v)) return v.some((x) => hasForbiddenKey(x, depth + 1));
-  if (v !== null && typeof v === 'object') {
-    for (const k of Object.keys(v)) {
-      if (FORBIDDEN_KEYS.has(k) || hasForbiddenKey((v as Record<string, unknown>)[k], depth + 1)) return true;
+const MAX_DEPTH = 32;
+
+/**
+ * Why a decoded value is refused, or null: a reserved key, nesting deeper than MAX_DEPTH, or a
+ * number too large for a double (JSON.parse makes it Infinity, which would be stored as null).
+ */
+function refusal(v: unknown, depth = 0): string | null {
+  if (typeof v === 'number') return Number.isFinite(v) ? null : 'message has a number out of range';
+  if (v === null || typeof v !== 'object') return null;
+  if (depth > MAX_DEPTH) return 'message is nested too deeply';
+  if (Array.isArray(v)) {
+    for (const x of v) {
+      const why = refusal(x, depth + 1);
+      if (why) return why;
     }
+    return null;
   }
-  return false;
+  for (const k of Object.keys(v)) {
+    if (FORBIDDEN_KEYS.has(k)) return 'message uses a reserved key';
+    const why = refusal((v as Record<string, unknown>)[k], depth + 1);
+    if (why) return why;
+  }
+  return null;
 }
 
 /**
@@ -56,9 +70,8 @@ export function decodeLine(body: Buffer): Decoded {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return { ok: false, encoding, error: 'protocol', detail: 'message must be a JSON object' };
   }
-  if (hasForbiddenKey(value)) {
-    return { ok: false, encoding, error: 'protocol', detail: 'message uses a reserved key' };
-  }
+  const why = refusal(value);
+  if (why) return { ok: false, encoding, error: 'protocol', detail: why };
   return { ok: true, encoding, message: value as Record<string, unknown> };
 }
 
@@ -75,7 +88,12 @@ export function encodeLine(message: object, encoding: Encoding): Buffer {
  * reported once (as `overflow`) instead of being buffered.
  */
 export class LineSplitter {
-  private parts: Buffer[] = [];
+  /**
+   * The unfinished line, copied out of the chunks it came in. Keeping views of the chunks instead
+   * would pin each chunk's memory: a device trickling one byte per packet would cost the server
+   * hundreds of bytes per byte sent.
+   */
+  private buf: Buffer | null = null;
   private pending = 0;
 
   constructor(private readonly maxLine = MAX_LINE_BYTES) {}
@@ -85,23 +103,21 @@ export class LineSplitter {
     let start = 0;
     for (;;) {
       const nl = chunk.indexOf(0x0a, start);
+      const end = nl === -1 ? chunk.length : nl;
+      // One byte of slack: it may be the CR of a CRLF whose LF is still on its way.
+      if (this.pending + (end - start) > this.maxLine + 1) return this.overflow();
       if (nl === -1) {
-        const rest = chunk.length - start;
-        // One byte of slack: it may be the CR of a CRLF whose LF is still on its way.
-        if (this.pending + rest > this.maxLine + 1) return this.overflow();
-        if (rest > 0) {
-          this.parts.push(chunk.subarray(start));
-          this.pending += rest;
-        }
+        if (end > start) this.append(chunk, start, end);
         return true;
       }
       let line: Buffer;
       if (this.pending === 0) {
         line = chunk.subarray(start, nl);
       } else {
-        this.parts.push(chunk.subarray(start, nl));
-        line = Buffer.concat(this.parts, this.pending + (nl - start));
-        this.parts = [];
+        this.append(chunk, start, nl);
+        // The line takes the buffer with it (a caller may keep it); the next line starts a new one.
+        line = this.buf!.subarray(0, this.pending);
+        this.buf = null;
         this.pending = 0;
       }
       // A CR before the LF is not part of the line (Arduino println), so it is dropped here.
@@ -117,8 +133,20 @@ export class LineSplitter {
     return this.pending;
   }
 
+  private append(chunk: Buffer, from: number, to: number): void {
+    const need = this.pending + (to - from);
+    if (this.buf === null || need > this.buf.length) {
+      const size = Math.min(Math.max(need, 2 * (this.buf?.length ?? 128)), this.maxLine + 1);
+      const grown = Buffer.allocUnsafeSlow(size);
+      if (this.buf !== null) this.buf.copy(grown, 0, 0, this.pending);
+      this.buf = grown;
+    }
+    chunk.copy(this.buf, this.pending, from, to);
+    this.pending = need;
+  }
+
   private overflow(): false {
-    this.parts = [];
+    this.buf = null;
     this.pending = 0;
     return false;
   }

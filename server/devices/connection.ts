@@ -17,6 +17,12 @@ export interface ConnectionLimits {
   drainTimeoutMs: number;
 }
 
+/** How long after a resume the backlog's rate-limit credit lasts. */
+const CREDIT_TTL_MS = 10_000;
+
+/** Bytes read and thrown away after the server decided to close, before it stops reading. */
+const DISCARD_AFTER_CLOSE_BYTES = 64 * 1024;
+
 export const DEFAULT_LIMITS: ConnectionLimits = {
   helloTimeoutMs: 10_000,
   idleTimeoutMs: 120_000,
@@ -67,6 +73,14 @@ export class DeviceConnection {
   private outBytes = 0;
   private blockedSince = 0;
   private closeReason: string | null = null;
+  private discarded = 0;
+  /** When the server paused reading for storage backpressure (0: not paused). */
+  private pausedAt = 0;
+  /** Lines of the backlog built up while paused that are not rate-limited (see resume). */
+  private credit = 0;
+  private creditUntil = 0;
+  /** True while the socket is corked until the end of this tick (see sendCoalesced). */
+  private corked = false;
 
   constructor(
     readonly socket: Socket,
@@ -108,6 +122,25 @@ export class DeviceConnection {
     return true;
   }
 
+  /**
+   * Like send, but the lines sent this way in one tick (the `stored` replies of a telemetry batch)
+   * leave in one write instead of one system call each.
+   */
+  sendCoalesced(message: object): boolean {
+    if (!this.corked && this.state !== 'closed' && !this.socket.destroyed) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(uncorkAtEndOfTick, this);
+    }
+    return this.send(message);
+  }
+
+  /** @internal */
+  uncork(): void {
+    this.corked = false;
+    this.socket.uncork();
+  }
+
   /** Sends an error reply; with `close`, ends the connection once it is written. */
   error(code: ErrorCode, detail?: string, close = false): void {
     this.send(detail ? { type: 'error', error: code, detail } : { type: 'error', error: code });
@@ -120,7 +153,8 @@ export class DeviceConnection {
     const { helloTimeoutMs, idleTimeoutMs, drainTimeoutMs } = this.host.limits;
     if (this.state === 'hello' && now - this.connectedAt > helloTimeoutMs) {
       this.error('unauthorized', 'no hello within 10 s', true);
-    } else if (now - this.lastLineAt > idleTimeoutMs) {
+    } else if (this.pausedAt === 0 && now - this.lastLineAt > idleTimeoutMs) {
+      // (While the server is not reading, the silence is not the device's.)
       this.host.log(this, 'info', 'no line for a long time; disconnected');
       this.end('idle');
     } else if (this.blockedSince !== 0 && now - this.blockedSince > drainTimeoutMs) {
@@ -147,11 +181,26 @@ export class DeviceConnection {
 
   /** Resumes reading after the host paused it for storage. */
   resume(): void {
-    if (this.state !== 'closed') this.socket.resume();
+    if (this.state === 'closed') return;
+    if (this.pausedAt !== 0) {
+      // What the device sent while the server was not reading arrives all at once now; it was sent
+      // at the device's own pace, so up to the rate limit for the time paused is not rate-limited.
+      this.credit += ((Date.now() - this.pausedAt) * this.host.limits.maxLinesPerS) / 1000;
+      this.creditUntil = Date.now() + CREDIT_TTL_MS;
+      this.lastLineAt = Date.now();
+      this.pausedAt = 0;
+    }
+    this.socket.resume();
   }
 
   private onData(chunk: Buffer): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed') {
+      // What a closing connection still sends is discarded; past a little, the server stops reading
+      // (an endless line is not read for the rest of the grace period; the goodbye still gets out).
+      this.discarded += chunk.length;
+      if (this.discarded > DISCARD_AFTER_CLOSE_BYTES) this.socket.pause();
+      return;
+    }
     const ok = this.splitter.push(chunk, (line) => this.onLine(line));
     if (!ok) {
       this.error('line_too_long', `lines are limited to ${MAX_LINE_BYTES} bytes`, true);
@@ -159,6 +208,7 @@ export class DeviceConnection {
     }
     if (this.host.saturated && this.state === 'ready') {
       this.socket.pause();
+      if (this.pausedAt === 0) this.pausedAt = Date.now();
       this.host.pausedForStorage(this);
     }
   }
@@ -257,6 +307,10 @@ export class DeviceConnection {
   private takeToken(): boolean {
     const { maxLinesPerS } = this.host.limits;
     const now = Date.now();
+    if (this.credit >= 1 && now < this.creditUntil) {
+      this.credit -= 1;
+      return true;
+    }
     this.tokens = Math.min(maxLinesPerS * 2, this.tokens + ((now - this.lastRefill) * maxLinesPerS) / 1000);
     this.lastRefill = now;
     if (this.tokens >= 1) {
@@ -290,4 +344,8 @@ export class DeviceConnection {
     this.inbox = [];
     this.host.closed(this, reason);
   }
+}
+
+function uncorkAtEndOfTick(conn: DeviceConnection): void {
+  conn.uncork();
 }

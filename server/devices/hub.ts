@@ -168,7 +168,7 @@ export class DeviceHub implements ConnectionHost {
       this.writer.add({ deviceId, msgId, ts, data });
     } else {
       this.writer.add({ deviceId, msgId, ts, data }, (err) => {
-        if (!err) conn.send({ type: 'stored', id: msgId });
+        if (!err) conn.sendCoalesced({ type: 'stored', id: msgId });
       });
     }
     this.events?.telemetry(deviceId, ts, data);

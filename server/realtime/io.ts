@@ -9,7 +9,7 @@ import type { Config } from '../config';
 import { roleAtLeast, sessionTooOld } from '../auth/session';
 import type { Fabric } from '../cluster/fabric';
 import { ACTIONS, CommandService, NotFoundError } from '../commands/service';
-import type { Storage } from '../storage';
+import type { Storage, User } from '../storage';
 import { fleetViews } from '../web/pages';
 import type { Broadcaster, IO } from './broadcast';
 import { commandView, rooms } from './events';
@@ -18,6 +18,16 @@ type SessionRequest = IncomingMessage & { session?: session.Session & Partial<se
 
 /** Largest event payload a browser may send; commands and settings are small. */
 export const MAX_EVENT_BYTES = 8 * 1024;
+
+/** How often every socket's session is re-checked (sockets of a dead session go within this time). */
+export const SESSION_RECHECK_MS = 30_000;
+
+/**
+ * Bytes the server may queue for one socket that does not read (a frozen tab, a hostile client)
+ * before it drops it. Without a cap the queue grows until the heartbeat gives up (about 40 s of
+ * the whole fleet's feed per socket).
+ */
+export const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 const deviceId = z.string().min(1).max(64);
 const schemas = {
@@ -105,7 +115,7 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
     function on<S extends z.ZodType, R extends object>(
       event: 'fleet:list' | 'device:watch' | 'device:unwatch' | 'telemetry:history' | 'command:send',
       schema: S,
-      handler: (p: z.infer<S>) => Promise<R>,
+      handler: (p: z.infer<S>, user: User) => Promise<R>,
     ): void {
       socket.on(event, async (payload: unknown, ack: unknown) => {
         const reply = typeof ack === 'function' ? (ack as (r: object) => void) : () => {};
@@ -117,7 +127,15 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
         const parsed = schema.safeParse(payload ?? {});
         if (!parsed.success) return reply({ ok: false, error: 'bad_request' });
         try {
-          reply({ ok: true, ...(await handler(parsed.data)) });
+          // The user is read fresh on every event: a removed user's socket is refused and dropped at once,
+          // and a demotion takes effect on the next click, not the next login.
+          const user = await storage.getUserById(userId);
+          if (!user) {
+            reply({ ok: false, error: 'forbidden' });
+            socket.disconnect(true);
+            return;
+          }
+          reply({ ok: true, ...(await handler(parsed.data, user)) });
         } catch (err) {
           if (err instanceof Forbidden) return reply({ ok: false, error: 'forbidden' });
           if (err instanceof NotFoundError) return reply({ ok: false, error: 'not_found' });
@@ -146,17 +164,15 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
       points: await storage.telemetryHistory(deviceId, limit ?? 500),
     }));
 
-    on('command:send', schemas.command, async ({ deviceId, action, params }) => {
-      // The role is read fresh: a demotion takes effect on the next click, not the next login.
-      const user = await storage.getUserById(userId);
-      if (!user || !roleAtLeast(user.role, 'operator')) throw new Forbidden();
+    on('command:send', schemas.command, async ({ deviceId, action, params }, user) => {
+      if (!roleAtLeast(user.role, 'operator')) throw new Forbidden();
       const cmd = await commands.send({ deviceId, action, params: params ?? null, user });
       return { command: commandView(cmd) };
     });
   });
 
   // Sessions that expired, were destroyed elsewhere or outlived their lifetime lose their sockets.
-  const recheck = setInterval(() => void recheckSessions(), 30_000);
+  const recheck = setInterval(() => void recheckSessions(), config.sessionRecheckMs ?? SESSION_RECHECK_MS);
   recheck.unref();
   async function recheckSessions(): Promise<void> {
     const bySid = new Map<string, number>();
@@ -168,11 +184,40 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
           resolve(!!sess && sess.userId === userId && !sessionTooOld(sess, config));
         }),
       );
-      if (!alive) endSession(io, sid, 'expired');
+      // A removed user's sockets go too, whatever their session says.
+      const userExists = alive && (await storage.getUserById(userId).then((u) => u !== null, () => true));
+      if (!alive || !userExists) endSession(io, sid, 'expired');
     }
   }
 
-  return { close: () => clearInterval(recheck) };
+  const queueCheck = setInterval(() => dropSocketsNotReading(io, log), 1000);
+  queueCheck.unref();
+
+  return {
+    close: () => {
+      clearInterval(recheck);
+      clearInterval(queueCheck);
+    },
+  };
+}
+
+/** Engine.IO's queue of packets a socket's transport could not take yet. */
+type QueuedConn = { writeBuffer?: { data?: unknown }[]; close(discard?: boolean): void; transport?: { socket?: { terminate?: () => void } } };
+
+function dropSocketsNotReading(io: IO, log: Logger): void {
+  for (const s of io.of('/').sockets.values()) {
+    const conn = s.conn as unknown as QueuedConn;
+    const queue = conn.writeBuffer;
+    if (!queue || queue.length < 16) continue;
+    let bytes = 0;
+    for (const p of queue) bytes += typeof p.data === 'string' ? p.data.length : Buffer.isBuffer(p.data) ? p.data.length : 0;
+    if (bytes <= MAX_QUEUED_BYTES) continue;
+    log.warn({ user: s.data.username, queued: bytes }, 'socket is not reading; disconnected');
+    // Discard what is queued and cut the connection now, instead of waiting for a drain that will not come.
+    const ws = conn.transport?.socket;
+    conn.close(true);
+    ws?.terminate?.();
+  }
 }
 
 class Forbidden extends Error {}
