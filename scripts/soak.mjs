@@ -19,6 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
+import { CookieJar, login, postForm } from '../bench/lib/sockpit.mjs';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -78,41 +79,6 @@ function rssOf(pid) {
 }
 
 const mb = (b) => `${(b / 1024 / 1024).toFixed(1)} MB`;
-
-class CookieJar {
-  constructor() {
-    this.cookies = new Map();
-  }
-  store(res) {
-    for (const c of res.headers.getSetCookie()) {
-      const [pair] = c.split(';');
-      const eq = pair.indexOf('=');
-      this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
-    }
-  }
-  header() {
-    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-  }
-}
-
-async function csrf(base, page, jar) {
-  const res = await fetch(base + page, { headers: { cookie: jar.header() }, redirect: 'manual' });
-  jar.store(res);
-  const m = /name="_csrf" value="([^"]+)"/.exec(await res.text());
-  if (!m) throw new Error(`no CSRF token on ${page} (${res.status})`);
-  return m[1];
-}
-
-async function post(base, pathname, fields, jar, token) {
-  const res = await fetch(base + pathname, {
-    method: 'POST',
-    headers: { cookie: jar.header(), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ ...fields, _csrf: token }).toString(),
-    redirect: 'manual',
-  });
-  jar.store(res);
-  return res;
-}
 
 function startServer(env) {
   const proc = spawn(process.execPath, [path.join(ROOT, 'dist', 'main.js')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -300,19 +266,13 @@ async function main() {
     const pid = server.proc.pid;
 
     // The owner account through the setup form, as a person would.
-    const jar = new CookieJar();
-    const setupToken = await csrf(base, '/setup', jar);
-    const setup = await post(base, '/setup', { username: 'owner', password: 'soak password', password2: 'soak password' }, jar, setupToken);
+    const setup = await postForm(base, '/setup', '/setup', { username: 'owner', password: 'soak password', password2: 'soak password' }, new CookieJar());
     if (setup.status !== 303) throw new Error(`setup failed (${setup.status})`);
 
     // Dashboards log in like browsers (one session each).
     const cookies = [];
     for (let i = 0; i < nDash; i++) {
-      const j = new CookieJar();
-      const t = await csrf(base, '/login', j);
-      const res = await post(base, '/login', { username: 'owner', password: 'soak password' }, j, t);
-      if (res.status !== 303) throw new Error(`login failed (${res.status})`);
-      cookies.push(j.header());
+      cookies.push(await login(base, 'owner', 'soak password'));
     }
     const dash = { events: 0, history: 0, errors: [] };
     stopDashboards = await startDashboards(base, cookies, devices.map((d) => d.id), dash);
