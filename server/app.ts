@@ -80,7 +80,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
 
   const io = createIO(httpServer, config);
   if (cluster) await cluster.attachAdapter(io);
-  const bc = new Broadcaster(io);
+  const bc = new Broadcaster(io, { clustered: cluster !== null });
   const commands = new CommandService(storage, hub, fabric, bc, log, {
     ttlMs: config.commandTtlS * 1000,
     timeoutMs: config.commandTimeoutS * 1000,

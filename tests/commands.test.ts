@@ -1,3 +1,4 @@
+import { Broadcaster, FLEET_BATCH_MAX, IO } from '../server/realtime/broadcast';
 import { RawDevice } from './support/device';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, nextEvent, startServer, TestServer } from './support/server';
 
@@ -130,6 +131,66 @@ describe('live telemetry', () => {
     expect(list.devices[0]).toMatchObject({ id: 'esp-1', online: true, latest: { sensor: 'gps', time: 1351824120 } });
     socket.close();
     device.close();
+  });
+
+  test('when a socket asks for batches, then it gets the readings as fleet:telemetry arrays in order, and a plain socket still gets device:telemetry', async () => {
+    const { server, cookie, socket: plain, token } = await setup();
+    const batched = await connectSocket(server, cookie, { auth: { telemetry: 'batch' } });
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const got: { deviceId: string; ts: number; data: { seq: number } }[][] = [];
+    let batchedSingles = 0;
+    let plainBatches = 0;
+    const plainSingles: number[] = [];
+    batched.on('fleet:telemetry', (b) => got.push(b));
+    batched.on('device:telemetry', () => batchedSingles++);
+    plain.on('fleet:telemetry', () => plainBatches++);
+    plain.on('device:telemetry', (p: { data: { seq: number } }) => plainSingles.push(p.data.seq));
+    for (let seq = 1; seq <= 20; seq++) device.send({ seq });
+    const deadline = Date.now() + 8000;
+    while ((got.flat().length < 20 || plainSingles.length < 20) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(got.flat().map((p) => p.data.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    for (const p of got.flat()) expect(p).toMatchObject({ deviceId: 'esp-1', ts: expect.any(Number) });
+    expect(got.length).toBeLessThanOrEqual(20);
+    expect(plainSingles).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(batchedSingles).toBe(0);
+    expect(plainBatches).toBe(0);
+    batched.close();
+    plain.close();
+    device.close();
+  });
+
+  test('when many readings arrive in one tick, then the Broadcaster sends one fleet:telemetry per tick, at most 1,000 readings each, and per-reading events only while someone wants them', async () => {
+    const emits: { room: string; event: string; payload: unknown }[] = [];
+    let onConnection: ((s: unknown) => void) | null = null;
+    const fakeIo = {
+      on: (_ev: string, fn: (s: unknown) => void) => (onConnection = fn),
+      to: (room: string) => {
+        const target = { except: () => target, emit: (event: string, payload: unknown) => emits.push({ room, event, payload }) };
+        return target;
+      },
+    };
+    const bc = new Broadcaster(fakeIo as unknown as IO);
+    for (let i = 0; i < 2500; i++) bc.telemetry(`d${i % 7}`, i, { i });
+    // Two full packets left at once; the rest waits for the end of the tick.
+    expect(emits.map((e) => [e.event, (e.payload as unknown[]).length])).toEqual([
+      ['fleet:telemetry', FLEET_BATCH_MAX],
+      ['fleet:telemetry', FLEET_BATCH_MAX],
+    ]);
+    await new Promise((r) => setImmediate(r));
+    expect(emits.map((e) => [e.room, e.event, (e.payload as unknown[]).length])[2]).toEqual(['fleet:batch', 'fleet:telemetry', 500]);
+    expect(emits.flatMap((e) => (e.payload as { data: { i: number } }[]).map((p) => p.data.i))).toEqual(Array.from({ length: 2500 }, (_, i) => i));
+    // A socket that did not ask for batches: per-reading events again, until it leaves.
+    let leave: () => void = () => {};
+    onConnection!({ handshake: { auth: {} }, once: (_: string, fn: () => void) => (leave = fn), join: () => {} });
+    emits.length = 0;
+    bc.telemetry('d1', 1, { x: 1 });
+    await new Promise((r) => setImmediate(r));
+    expect(emits.map((e) => e.event)).toEqual(['device:telemetry', 'fleet:telemetry']);
+    leave();
+    emits.length = 0;
+    bc.telemetry('d1', 2, { x: 2 });
+    await new Promise((r) => setImmediate(r));
+    expect(emits.map((e) => e.event)).toEqual(['fleet:telemetry']);
   });
 
   test('when a device goes offline, then the socket sees device:status offline', async () => {

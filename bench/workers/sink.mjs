@@ -25,8 +25,18 @@ function onReading(t) {
 
 function connectSockpit(cookie) {
   return new Promise((resolve, reject) => {
-    const socket = ioClient(cfg.baseUrl, { transports: ['websocket'], extraHeaders: { cookie }, reconnection: false, forceNew: true, timeout: 20_000 });
-    socket.on('device:telemetry', (p) => onReading(p?.data?.t));
+    // Like the browser client: the fleet's readings batched per server tick (docs/realtime.md).
+    const socket = ioClient(cfg.baseUrl, {
+      transports: ['websocket'],
+      extraHeaders: { cookie },
+      auth: { telemetry: 'batch' },
+      reconnection: false,
+      forceNew: true,
+      timeout: 20_000,
+    });
+    socket.on('fleet:telemetry', (batch) => {
+      if (Array.isArray(batch)) for (const p of batch) onReading(p?.data?.t);
+    });
     socket.on('device:status', () => statusEvents++);
     socket.on('command:status', (c) => {
       let v;

@@ -32,7 +32,9 @@ function goToLogin(): void {
 }
 
 export function connect(): AppSocket {
-  const socket: AppSocket = io({ transports: ['websocket', 'polling'] });
+  // `telemetry: 'batch'`: the fleet's readings come as one `fleet:telemetry` array per server
+  // tick instead of one `device:telemetry` event each (docs/realtime.md).
+  const socket: AppSocket = io({ transports: ['websocket', 'polling'], auth: { telemetry: 'batch' } });
   setConnState('connecting');
 
   socket.on('connect', () => setConnState('connected'));

@@ -149,15 +149,27 @@ export function dashboardPage(socket: AppSocket): void {
     if (changed && s.online) scheduleRefresh();
   });
 
-  socket.on('device:telemetry', (p) => {
-    const d = devices.get(p.deviceId);
-    if (!d) return scheduleRefresh();
-    d.latest = p.data;
-    d.latestAt = p.ts;
-    d.lastSeen = Math.max(d.lastSeen ?? 0, p.ts);
-    const card = cardOf(d.id);
-    if (!card) return scheduleRefresh();
-    fill(card, d, true);
+  // The readings of one server tick, oldest first: keep the newest per device, then redraw each
+  // card once.
+  socket.on('fleet:telemetry', (readings) => {
+    const newest = new Map<string, (typeof readings)[number]>();
+    for (const p of readings) newest.set(p.deviceId, p);
+    for (const p of newest.values()) {
+      const d = devices.get(p.deviceId);
+      if (!d) {
+        scheduleRefresh();
+        continue;
+      }
+      d.latest = p.data;
+      d.latestAt = p.ts;
+      d.lastSeen = Math.max(d.lastSeen ?? 0, p.ts);
+      const card = cardOf(d.id);
+      if (!card) {
+        scheduleRefresh();
+        continue;
+      }
+      fill(card, d, true);
+    }
   });
 
   filter?.addEventListener('input', applyFilter);

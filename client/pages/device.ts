@@ -347,19 +347,24 @@ export function devicePage(socket: AppSocket): void {
     }
   });
 
-  socket.on('device:telemetry', (p) => {
-    if (p.deviceId !== deviceId) return;
-    const point: TelemetryPoint = { ts: p.ts, data: p.data };
-    if (device) {
-      device.latest = p.data;
-      device.latestAt = p.ts;
-      device.lastSeen = Math.max(device.lastSeen ?? 0, p.ts);
+  // The fleet's readings of one server tick, oldest first; this page keeps its device's.
+  socket.on('fleet:telemetry', (readings) => {
+    let last: TelemetryPoint | null = null;
+    for (const p of readings) {
+      if (p.deviceId !== deviceId) continue;
+      const point: TelemetryPoint = { ts: p.ts, data: p.data };
+      last = point;
+      if (!chart) continue;
+      if (historyLoaded) chart.append(point);
+      else pending.push(point);
+    }
+    if (last && device) {
+      device.latest = last.data;
+      device.latestAt = last.ts;
+      device.lastSeen = Math.max(device.lastSeen ?? 0, last.ts);
       renderHeader();
       renderLatest(true);
     }
-    if (!chart) return;
-    if (historyLoaded) chart.append(point);
-    else pending.push(point);
   });
 
   socket.on('device:log', (e) => {

@@ -40,9 +40,15 @@ export interface ClientToServerEvents {
   'command:send': (payload: unknown, ack: Ack<{ command: CommandView }>) => void;
 }
 
+/** One reading as the fleet sees it. */
+export type FleetReading = TelemetryPoint & { deviceId: string };
+
 export interface ServerToClientEvents {
   'device:status': (p: { deviceId: string; online: boolean; lastSeen: number | null; firmware?: string | null }) => void;
-  'device:telemetry': (p: TelemetryPoint & { deviceId: string }) => void;
+  /** One reading, to `fleet` sockets that did not ask for batches (docs/realtime.md). */
+  'device:telemetry': (p: FleetReading) => void;
+  /** The readings of one event-loop turn (at most 1,000, oldest first), to sockets that asked for batches. */
+  'fleet:telemetry': (p: FleetReading[]) => void;
   'device:log': (p: LogEntry & { deviceId: string }) => void;
   'command:status': (p: CommandView) => void;
   'session:ended': (p: { reason: 'logout' | 'expired' }) => void;
@@ -87,9 +93,18 @@ export function deviceView(d: Device, presence: { online: boolean; lastSeen: num
   };
 }
 
+/**
+ * Handshake `auth` of a client that wants the fleet's readings batched (`fleet:telemetry`) instead
+ * of one `device:telemetry` each: `{ telemetry: "batch" }`.
+ */
+export function wantsBatchedTelemetry(auth: unknown): boolean {
+  return typeof auth === 'object' && auth !== null && (auth as { telemetry?: unknown }).telemetry === 'batch';
+}
+
 /** Room names, in one place (docs/realtime.md). */
 export const rooms = {
   fleet: 'fleet',
+  fleetBatch: 'fleet:batch',
   user: (id: number) => `user:${id}`,
   session: (sid: string) => `session:${sid}`,
   device: (id: string) => `device:${id}`,

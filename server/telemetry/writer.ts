@@ -12,21 +12,35 @@ export interface TelemetryWriterOptions {
   maxDelayMs: number;
   /** Readings held in memory while storage is slow or down; past this, devices are paused. */
   highWater?: number;
+  /** Paused devices are resumed (`drain`) once fewer readings than this are held; default half of highWater. */
+  lowWater?: number;
   retryMs?: number;
 }
 
 /**
+ * Default high-water mark: a few batches. Past it devices are paused; a small backlog keeps the
+ * device→stored latency and each resume burst small (50,000 gave second-long stalls at overload).
+ */
+export const DEFAULT_HIGH_WATER = 5_000;
+
+/**
  * Batches telemetry writes: one transaction per batch, bounded by rows and time, so a burst from
  * many devices does not cost one commit per line. Readings are held (in a bounded buffer) and
- * retried while storage is unreachable; `full` tells callers to stop reading from devices.
+ * retried while storage is unreachable; `full` tells callers to stop reading from devices, and
+ * `drain` (at the low-water mark) to start again.
+ *
+ * While a full batch or more is queued, batches are written back to back, one per turn of the
+ * event loop (`setImmediate` between them), so sockets keep being served between commits.
  */
 export class TelemetryWriter extends EventEmitter {
   private queue: Pending[] = [];
   private timer: NodeJS.Timeout | null = null;
+  private immediate: NodeJS.Immediate | null = null;
   private writing: Promise<void> | null = null;
   private failing = false;
   private closed = false;
   private readonly highWater: number;
+  private readonly lowWater: number | undefined;
   private readonly retryMs: number;
   stored = 0;
 
@@ -36,7 +50,8 @@ export class TelemetryWriter extends EventEmitter {
     private readonly opts: TelemetryWriterOptions,
   ) {
     super();
-    this.highWater = opts.highWater ?? 50_000;
+    this.highWater = opts.highWater ?? DEFAULT_HIGH_WATER;
+    this.lowWater = opts.lowWater;
     this.retryMs = opts.retryMs ?? 500;
   }
 
@@ -69,13 +84,30 @@ export class TelemetryWriter extends EventEmitter {
     }
     this.queue.push({ row, done });
     if (this.writing) return;
-    if (this.queue.length >= this.opts.maxRows) this.flushSoon(0);
+    // While storage is failing, new readings wait for the next retry instead of hammering it.
+    if (this.failing) this.flushSoon(this.retryMs);
+    else if (this.queue.length >= this.opts.maxRows) this.flushSoon(0);
     else this.flushSoon(this.opts.maxDelayMs);
   }
 
+  /** Where paused devices are resumed; read each time, so a changed highWater applies at once. */
+  private get resumeBelow(): number {
+    return this.lowWater ?? this.highWater / 2;
+  }
+
+  /** Schedules a flush: `0` = at the end of this turn of the event loop (a full batch is waiting). */
   private flushSoon(delay: number): void {
-    if (this.timer && delay > 0) return;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) return;
+    if (delay <= 0) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      this.immediate = setImmediate(() => {
+        this.immediate = null;
+        void this.flush();
+      });
+      return;
+    }
+    if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.flush();
@@ -113,7 +145,7 @@ export class TelemetryWriter extends EventEmitter {
     this.failing = false;
     this.stored += batch.length;
     for (const p of batch) p.done?.(null);
-    if (this.queue.length < this.highWater / 2) this.emit('drain');
+    if (this.queue.length < this.resumeBelow) this.emit('drain');
   }
 
   /** Writes what is queued and refuses new readings. Gives up after `timeoutMs` if storage is down. */
@@ -121,6 +153,8 @@ export class TelemetryWriter extends EventEmitter {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = null;
     const deadline = Date.now() + timeoutMs;
     while (this.queue.length > 0 || this.writing) {
       await this.flush();

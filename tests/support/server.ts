@@ -130,10 +130,15 @@ export async function createUserAndLogin(
 }
 
 /** A logged-in socket.io-client (it joins `fleet` on connect). */
-export function connectSocket(server: TestServer, cookie: string, opts: { origin?: string } = {}): Promise<ClientSocket> {
+export function connectSocket(
+  server: TestServer,
+  cookie: string,
+  opts: { origin?: string; auth?: Record<string, unknown> } = {},
+): Promise<ClientSocket> {
   const socket = ioClient(server.baseUrl, {
     transports: ['websocket'],
     extraHeaders: { cookie, ...(opts.origin ? { origin: opts.origin } : {}) },
+    ...(opts.auth ? { auth: opts.auth } : {}),
     reconnection: false,
     forceNew: true,
   });
