@@ -158,8 +158,9 @@ async function startDashboards(base, cookies, deviceIds, stats) {
   const sockets = [];
   let stopping = false;
   for (const [i, cookie] of cookies.entries()) {
-    const s = io(base, { transports: ['websocket'], extraHeaders: { cookie }, reconnection: true, reconnectionDelay: 1000 });
-    s.on('device:telemetry', () => stats.events++);
+    // Like the web page: live telemetry batched per tick (docs/realtime.md, "Live telemetry").
+    const s = io(base, { transports: ['websocket'], extraHeaders: { cookie }, auth: { telemetry: 'batch' }, reconnection: true, reconnectionDelay: 1000 });
+    s.on('fleet:telemetry', (batch) => (stats.events += batch.length));
     s.on('connect_error', (err) => stats.errors.push(`dashboard ${i}: connect_error ${err.message}`));
     s.on('disconnect', (why) => {
       if (!stopping) stats.errors.push(`dashboard ${i}: disconnected (${why})`);

@@ -37,6 +37,23 @@ describeCluster('several instances on Redis', () => {
     device.close();
   });
 
+  test('when a device on instance A sends readings, then dashboards on instance B get them live, batched and per reading', async () => {
+    const [a, b] = await startInstances(2, redisUrl);
+    const cookie = await createUserAndLogin(a!);
+    const plain = await connectSocket(b!, cookie);
+    const batched = await connectSocket(b!, cookie, { auth: { telemetry: 'batch' } });
+    const { token } = await addDevice(a!, 'esp-t');
+    const device = await RawDevice.hello(a!.devicePort, 'esp-t', token);
+    const single = nextEvent(plain, 'device:telemetry', (p) => p.deviceId === 'esp-t');
+    const batch = nextEvent(batched, 'fleet:telemetry', (list: { deviceId: string }[]) => list.some((p) => p.deviceId === 'esp-t'));
+    device.send({ t: 21.5 });
+    expect((await single).data).toEqual({ t: 21.5 });
+    expect((await batch).find((p: { deviceId: string }) => p.deviceId === 'esp-t').data).toEqual({ t: 21.5 });
+    plain.close();
+    batched.close();
+    device.close();
+  });
+
   test('when a session is made on one instance, then the other accepts its cookie for pages and sockets', async () => {
     const [a, b] = await startInstances(2, redisUrl);
     const cookie = await createUserAndLogin(a!);
