@@ -88,6 +88,10 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
   });
   const realtime = registerRealtime(io, { config, storage, fabric, commands, broadcast: bc, sessionMiddleware, sessionStore, log });
 
+  fabric.onReplaced((deviceId, at) => {
+    // Only a connection older than the one that replaced it (a device may flap back here).
+    if ((hub.get(deviceId)?.connectedAt ?? Infinity) < at) hub.kick(deviceId, 'protocol', 'replaced by a newer connection of this device');
+  });
   hub.events = {
     async online(deviceId, firmware) {
       const now = Date.now();

@@ -14,6 +14,11 @@ export interface Fabric {
   readonly kind: 'local' | 'redis';
   /** Set once at start: how this instance delivers a command to a device connected to it. */
   onDeliver(handler: (cmd: Command) => Promise<boolean>): void;
+  /**
+   * Set once at start: how this instance closes a device connection that reconnected elsewhere
+   * (`at`: when the newer connection was claimed).
+   */
+  onReplaced(handler: (deviceId: string, at: number) => void): void;
   /** Hands a command to the instance holding its device. True if some instance delivered it. */
   route(cmd: Command): Promise<boolean>;
   deviceOnline(deviceId: string): Promise<void>;
@@ -34,6 +39,9 @@ export class LocalFabric implements Fabric {
   onDeliver(handler: (cmd: Command) => Promise<boolean>): void {
     this.deliver = handler;
   }
+
+  /** One process: the hub replaces a duplicate connection itself. */
+  onReplaced(): void {}
 
   async route(cmd: Command): Promise<boolean> {
     return this.deliver ? this.deliver(cmd) : false;

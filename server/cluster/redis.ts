@@ -243,6 +243,7 @@ return out`;
 const message = z.discriminatedUnion('t', [
   z.object({ t: z.literal('deliver'), req: z.string().max(64), from: z.string().max(300), commandId: z.string().max(64) }),
   z.object({ t: z.literal('delivered'), req: z.string().max(64), ok: z.boolean() }),
+  z.object({ t: z.literal('replaced'), deviceId: z.string().max(300), at: z.number() }),
 ]);
 type Message = z.infer<typeof message>;
 
@@ -277,6 +278,7 @@ export class RedisFabric implements Fabric {
   readonly instanceId: string;
   private readonly keys: [holders: string, leases: string];
   private deliver: ((cmd: Command) => Promise<boolean>) | null = null;
+  private replaced: ((deviceId: string, at: number) => void) | null = null;
   private io: IO | null = null;
   /** Devices connected to this instance, so they are served while Redis is away. */
   private readonly held = new Set<string>();
@@ -314,6 +316,10 @@ export class RedisFabric implements Fabric {
     this.deliver = handler;
   }
 
+  onReplaced(handler: (deviceId: string, at: number) => void): void {
+    this.replaced = handler;
+  }
+
   async route(cmd: Command): Promise<boolean> {
     let holder: string;
     try {
@@ -333,7 +339,12 @@ export class RedisFabric implements Fabric {
     try {
       const previous = await this.claim(deviceId);
       this.unclaimed.delete(deviceId);
-      if (previous) this.opts.log.info({ device: deviceId, previous }, 'device moved here from another instance');
+      if (previous) {
+        this.opts.log.info({ device: deviceId, previous }, 'device moved here from another instance');
+        // The old connection may linger half-open there; tell that instance to close it.
+        const msg: Message = { t: 'replaced', deviceId, at: Date.now() };
+        void this.opts.cmd.publish(this.channel(previous), JSON.stringify(msg)).catch(() => {});
+      }
     } catch (err) {
       this.unclaimed.add(deviceId);
       throw err;
@@ -449,6 +460,10 @@ export class RedisFabric implements Fabric {
     }
     if (msg.t === 'delivered') {
       this.waiting.get(msg.req)?.(msg.ok);
+      return;
+    }
+    if (msg.t === 'replaced') {
+      this.replaced?.(msg.deviceId, msg.at);
       return;
     }
     let ok = false;
