@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -22,6 +22,14 @@ export function launchBrowser(): Promise<Browser> {
 }
 
 /** What a page reported while the test drove it: console errors, CSP violations, uncaught exceptions. */
+/** A fresh browser context and page at the screenshot size, with its console diagnostics. */
+export async function openPage(browser: Browser): Promise<{ context: BrowserContext; page: Page; diag: PageDiagnostics }> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10_000);
+  return { context, page, diag: new PageDiagnostics(page) };
+}
+
 export class PageDiagnostics {
   readonly consoleErrors: string[] = [];
   readonly pageErrors: string[] = [];

@@ -7,7 +7,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { addUser } from '../../server/auth/users';
 import { RawDevice } from '../support/device';
 import { startServer, TestServer } from '../support/server';
-import { eventually, launchBrowser, PageDiagnostics, snap, waitForPath, waitForText } from './browser';
+import { eventually, launchBrowser, openPage, PageDiagnostics, snap, waitForPath, waitForText } from './browser';
 
 const OWNER = { username: 'owner', password: 'correct horse battery' };
 const DEVICE = { id: 'greenhouse-1', name: 'Greenhouse sensor' };
@@ -33,10 +33,7 @@ describe('the product path in a browser: setup, add a device, telemetry, Send Ac
 
   beforeAll(async () => {
     server = await startServer();
-    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    diag = new PageDiagnostics(page);
+    ({ context, page, diag } = await openPage(browser));
   }, 60_000);
 
   afterAll(async () => {
@@ -171,10 +168,7 @@ describe('device text in the browser (anonymous devices allowed)', () => {
   beforeAll(async () => {
     server = await startServer({ allowAnonymousDevices: true });
     await addUser(server.app.storage, OWNER.username, OWNER.password, 'admin', 4);
-    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    diag = new PageDiagnostics(page);
+    ({ context, page, diag } = await openPage(browser));
   }, 60_000);
 
   afterAll(async () => {
