@@ -13,8 +13,8 @@ const shared = {
   testPathIgnorePatterns: ['/node_modules/', '<rootDir>/tests/e2e/'],
 };
 
-/** Tests with no storage in them; running them a second time on PostgreSQL proves nothing. */
-const engineFree = ['<rootDir>/tests/codec.test.ts', '<rootDir>/tests/config.test.ts'];
+/** Tests that do not use the configured engine; running them a second time on PostgreSQL proves nothing. */
+const engineFree = ['<rootDir>/tests/codec.test.ts', '<rootDir>/tests/config.test.ts', '<rootDir>/tests/sqlite-thread.test.ts'];
 
 const projects = [
   {

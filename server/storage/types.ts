@@ -93,8 +93,9 @@ export interface Storage {
   markDeviceSeen(id: string, lastSeen: number, firmware?: string | null): Promise<void>;
 
   /**
-   * Stores a batch in one transaction; a (deviceId, msgId) already stored is skipped. Also moves
-   * each device's latest reading and last-seen time. Resolves once committed.
+   * Stores a batch; a (deviceId, msgId) already stored is skipped, so a retried batch is stored
+   * once. Also moves each device's latest reading and last-seen time. Resolves once every row is
+   * committed (PostgreSQL: one transaction; SQLite: slices of a few ms, see sqlite-thread.ts).
    */
   insertTelemetry(rows: TelemetryRow[]): Promise<void>;
   telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]>;
@@ -102,8 +103,8 @@ export interface Storage {
 
   insertCommand(c: Command): Promise<void>;
   getCommand(id: string): Promise<Command | null>;
-  /** Applies the patch only while the command's status is one of `from`; returns the updated command or null. */
-  updateCommand(id: string, from: readonly CommandStatus[], patch: CommandPatch): Promise<Command | null>;
+  /** Applies `patch` if the command is in one of `from` (and belongs to `deviceId`, when given); null otherwise. */
+  updateCommand(id: string, from: readonly CommandStatus[], patch: CommandPatch, deviceId?: string): Promise<Command | null>;
   listCommands(deviceId: string, limit: number): Promise<Command[]>;
   /** Queued commands of a device that have not expired, oldest first. */
   queuedCommands(deviceId: string, now: number): Promise<Command[]>;
