@@ -3,7 +3,7 @@ import client from 'prom-client';
 import type { Fabric } from '../cluster/fabric';
 import type { CommandService } from '../commands/service';
 import type { DeviceHub } from '../devices/hub';
-import type { IO } from '../realtime/broadcast';
+import type { Broadcaster, IO } from '../realtime/broadcast';
 import type { Storage } from '../storage';
 import type { TelemetryWriter } from '../telemetry/writer';
 
@@ -13,6 +13,7 @@ export interface HealthDeps {
   hub: DeviceHub;
   writer: TelemetryWriter;
   commands: CommandService;
+  broadcast?: Broadcaster;
   io: () => IO;
 }
 
@@ -46,6 +47,16 @@ export function healthRoutes(deps: HealthDeps): Router {
   total(registry, 'sockpit_device_messages_total', 'Telemetry messages received from devices', () => deps.hub.counters.lines);
   total(registry, 'sockpit_telemetry_stored_total', 'Readings committed to storage', () => deps.writer.stored);
   total(registry, 'sockpit_device_connections_refused_total', 'Device connections refused by the per-IP cap', () => deps.hub.counters.refused);
+  const bc = deps.broadcast;
+  if (bc) {
+    gauge(registry, 'sockpit_dashboards_lagging', 'Batched dashboards on this instance that fell behind and get conflated telemetry', () => bc.laggingCount);
+    total(registry, 'sockpit_dashboard_lag_total', 'Times a batched dashboard fell behind and was switched to conflated telemetry', () => bc.counters.lagged);
+    total(registry, 'sockpit_telemetry_conflated_total', 'Live readings a lagging dashboard skipped because its catch-up batch held a newer reading of the same device', () => bc.counters.conflated);
+    total(registry, 'sockpit_sockets_dropped_total', 'Socket.IO clients disconnected for not reading', () => 0, {
+      name: 'reason',
+      read: () => ({ queue_full: bc.counters.droppedQueueFull, not_draining: bc.counters.droppedStuck }),
+    });
+  }
   total(registry, 'sockpit_commands_total', 'Command status changes made by this instance', () => 0, {
     name: 'status',
     read: () => ({ ...deps.commands.counters }),

@@ -1,4 +1,5 @@
-import type { Server } from 'socket.io';
+import type { Logger } from 'pino';
+import type { Server, Socket } from 'socket.io';
 import type { Command } from '../storage';
 import {
   ClientToServerEvents,
@@ -11,26 +12,53 @@ import {
   SocketData,
   wantsBatchedTelemetry,
 } from './events';
+import { drained, dropSocket, pendingBytes } from './queue';
 
 export type IO = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+type AppSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
 
 const LOG_KEEP = 100;
 
 /** Most readings in one `fleet:telemetry` packet; a full batch leaves at once. */
 export const FLEET_BATCH_MAX = 1000;
 
+/** When a batched dashboard is slowed down (conflated) and when it is given up (docs/realtime.md). */
+export interface ConflationLimits {
+  /** Bytes held for a batched socket above which it lags: it stops getting every reading. */
+  lagBytes: number;
+  /** How often this instance's batched sockets are checked (lagging, caught up, stuck). */
+  checkMs: number;
+  /** A lagging socket that drains nothing for this long is disconnected. */
+  stuckMs: number;
+}
+
+export const DEFAULT_CONFLATION: ConflationLimits = { lagBytes: 256 * 1024, checkMs: 50, stuckMs: 30_000 };
+
 export interface BroadcasterOptions {
   /**
-   * True when other instances share the Socket.IO adapter (Redis): sockets on other instances may
-   * still want per-reading `device:telemetry`, so it is always emitted. Alone, it is emitted only
-   * while this instance has such a socket.
+   * True when other instances share the Socket.IO adapter (Redis): each tick's readings are sent
+   * to them once (`fleet:readings`), and every instance delivers them to its own sockets.
    */
   clustered?: boolean;
+  conflation?: Partial<ConflationLimits>;
+  log?: Logger;
+}
+
+/** A batched socket on this instance that fell behind (it is in `fleet:lagging`). */
+interface Lagging {
+  socket: AppSocket;
+  /** `seq` when it started lagging: it has missed every reading numbered after this. */
+  since: number;
+  /** Bytes held for it at the last check, and when that last went down (it read something). */
+  lastPending: number;
+  progressAt: number;
 }
 
 /**
- * Everything the server tells browsers, in one place. Emits go through the Socket.IO adapter, so
- * with Redis they reach browsers on every instance.
+ * Everything the server tells browsers, in one place. Status, command and log events go through
+ * the Socket.IO adapter, so with Redis they reach browsers on every instance. Live telemetry is
+ * collected per event-loop turn, sent to the other instances once per turn, and delivered by each
+ * instance to its own sockets.
  */
 export class Broadcaster {
   private readonly logs = new Map<string, LogEntry[]>();
@@ -39,24 +67,64 @@ export class Broadcaster {
   private flushQueued: NodeJS.Immediate | null = null;
   /** Sockets on this instance that did not ask for batches (they get one `device:telemetry` per reading). */
   private perReadingSockets = 0;
+  /** Sockets on this instance in `fleet:batch`. */
+  private readonly batched = new Set<AppSocket>();
+  /** Those of them that lag behind, by socket id. */
+  private readonly lagging = new Map<string, Lagging>();
+  /**
+   * While any socket lags: the newest reading of each device delivered meanwhile, numbered, in
+   * the order they were delivered (an update moves its device to the end). At most one entry per
+   * device, whatever the number of lagging sockets; emptied when none lags.
+   */
+  private readonly latest = new Map<string, { reading: FleetReading; seq: number }>();
+  /** Readings delivered while some socket lagged. */
+  private seq = 0;
+  private checkTimer: NodeJS.Timeout | null = null;
   private readonly clustered: boolean;
+  private readonly logger: Logger | undefined;
+  /** Conflation thresholds; tests may change them on a running server. */
+  readonly limits: ConflationLimits;
   /** Counter for /metrics. */
   emitted = 0;
+  /** Counters for /metrics. */
+  readonly counters = {
+    /** Times a batched socket started lagging. */
+    lagged: 0,
+    /** Readings lagging sockets skipped because their conflated batch carried a newer one of the same device. */
+    conflated: 0,
+    /** Sockets disconnected for holding more than MAX_QUEUED_BYTES (io.ts). */
+    droppedQueueFull: 0,
+    /** Lagging sockets disconnected for draining nothing during `stuckMs`. */
+    droppedStuck: 0,
+  };
 
   constructor(
     private readonly io: IO,
     opts: BroadcasterOptions = {},
   ) {
     this.clustered = opts.clustered ?? false;
+    this.logger = opts.log;
+    this.limits = { ...DEFAULT_CONFLATION, ...opts.conflation };
     // Every socket is in `fleet` (io.ts); those that asked for batches in the handshake are in
     // `fleet:batch` too and get `fleet:telemetry` instead of `device:telemetry`.
     io.on('connection', (socket) => {
       if (wantsBatchedTelemetry(socket.handshake.auth)) {
         void socket.join(rooms.fleetBatch);
+        this.batched.add(socket);
+        this.startChecks();
+        socket.once('disconnect', () => {
+          this.batched.delete(socket);
+          this.stopLagging(socket.id);
+          if (this.batched.size === 0) this.stopChecks();
+        });
         return;
       }
       this.perReadingSockets++;
       socket.once('disconnect', () => this.perReadingSockets--);
+    });
+    // Readings another instance received, once per tick of that instance (docs/realtime.md).
+    io.on('fleet:readings', (readings) => {
+      if (Array.isArray(readings) && readings.length > 0) this.deliver(readings);
     });
   }
 
@@ -66,29 +134,128 @@ export class Broadcaster {
   }
 
   /**
-   * A reading for the fleet. Batching sockets get it in the `fleet:telemetry` packet of this
-   * event-loop turn (one WebSocket frame per socket per turn instead of one per reading); other
-   * sockets get it as `device:telemetry` now.
+   * A reading for the fleet. It leaves at the end of this event-loop turn with the others of the
+   * turn: batching sockets get them as one `fleet:telemetry` packet (one WebSocket frame per
+   * socket per turn instead of one per reading), other sockets one `device:telemetry` each.
    */
   telemetry(deviceId: string, ts: number, data: Record<string, unknown>): void {
-    if (this.clustered || this.perReadingSockets > 0) {
-      this.emitted++;
-      this.io.to(rooms.fleet).except(rooms.fleetBatch).emit('device:telemetry', { deviceId, ts, data });
-    }
     this.batch.push({ deviceId, ts, data });
     if (this.batch.length >= FLEET_BATCH_MAX) this.flushTelemetry();
     else if (!this.flushQueued) this.flushQueued = setImmediate(() => this.flushTelemetry());
   }
 
-  /** Sends the readings collected so far as one `fleet:telemetry` packet. */
+  /**
+   * Sends the readings collected so far: once to the other instances (one Redis PUBLISH per tick,
+   * whatever the number of readings and sockets), then to this instance's sockets.
+   */
   flushTelemetry(): void {
     if (this.flushQueued) clearImmediate(this.flushQueued);
     this.flushQueued = null;
     if (this.batch.length === 0) return;
     const readings = this.batch;
     this.batch = [];
+    // serverSideEmit does not come back to this instance, so each socket gets each reading once.
+    if (this.clustered) this.io.serverSideEmit('fleet:readings', readings);
+    this.deliver(readings);
+  }
+
+  /** Delivers one tick's readings (of this instance or another) to this instance's sockets. */
+  private deliver(readings: FleetReading[]): void {
+    const local = this.io.local;
+    if (this.perReadingSockets > 0) {
+      const to = local.to(rooms.fleet).except(rooms.fleetBatch);
+      for (const r of readings) to.emit('device:telemetry', r);
+      this.emitted += readings.length;
+    }
+    if (this.batched.size === 0) return;
     this.emitted++;
-    this.io.to(rooms.fleetBatch).emit('fleet:telemetry', readings);
+    if (this.lagging.size === 0) {
+      local.to(rooms.fleetBatch).emit('fleet:telemetry', readings);
+      return;
+    }
+    // Lagging sockets get only the newest reading of each device, once they have drained.
+    for (const r of readings) {
+      this.latest.delete(r.deviceId);
+      this.latest.set(r.deviceId, { reading: r, seq: ++this.seq });
+    }
+    local.to(rooms.fleetBatch).except(rooms.fleetLagging).emit('fleet:telemetry', readings);
+  }
+
+  private startChecks(): void {
+    if (this.checkTimer) return;
+    this.checkTimer = setInterval(() => this.checkBatched(), this.limits.checkMs);
+    this.checkTimer.unref();
+  }
+
+  private stopChecks(): void {
+    if (this.checkTimer) clearInterval(this.checkTimer);
+    this.checkTimer = null;
+  }
+
+  /**
+   * Every `checkMs`: a batched socket holding more than `lagBytes` starts lagging (it leaves the
+   * full feed); a lagging one that has drained gets the newest reading of each device it missed
+   * and goes back to the full feed; one that drained nothing for `stuckMs` is disconnected.
+   * A few property reads per socket; nothing per reading.
+   */
+  checkBatched(now = Date.now()): void {
+    for (const socket of this.batched) {
+      const lag = this.lagging.get(socket.id);
+      if (!lag) {
+        const pending = pendingBytes(socket);
+        if (pending > this.limits.lagBytes) this.startLagging(socket, pending, now);
+        continue;
+      }
+      if (drained(socket)) {
+        this.catchUp(lag);
+        continue;
+      }
+      const pending = pendingBytes(socket);
+      if (pending < lag.lastPending) lag.progressAt = now;
+      lag.lastPending = pending;
+      if (now - lag.progressAt >= this.limits.stuckMs) {
+        this.counters.droppedStuck++;
+        this.logger?.warn({ user: socket.data.username, queued: pending }, 'dashboard lagging and not reading; disconnected');
+        this.stopLagging(socket.id);
+        dropSocket(socket);
+      }
+    }
+  }
+
+  private startLagging(socket: AppSocket, pending: number, now: number): void {
+    this.counters.lagged++;
+    this.lagging.set(socket.id, { socket, since: this.seq, lastPending: pending, progressAt: now });
+    void socket.join(rooms.fleetLagging);
+  }
+
+  private stopLagging(socketId: string): Lagging | undefined {
+    const lag = this.lagging.get(socketId);
+    if (!lag) return undefined;
+    this.lagging.delete(socketId);
+    void lag.socket.leave(rooms.fleetLagging);
+    if (this.lagging.size === 0) this.latest.clear();
+    return lag;
+  }
+
+  /** Sends a socket that has drained the newest reading of each device it missed, then the full feed again. */
+  private catchUp(lag: Lagging): void {
+    const missed: FleetReading[] = [];
+    // Entries are in delivery order, so those it missed are the last ones, oldest first.
+    for (const { reading, seq } of this.latest.values()) if (seq > lag.since) missed.push(reading);
+    this.counters.conflated += this.seq - lag.since - missed.length;
+    this.stopLagging(lag.socket.id);
+    for (let i = 0; i < missed.length; i += FLEET_BATCH_MAX) lag.socket.emit('fleet:telemetry', missed.slice(i, i + FLEET_BATCH_MAX));
+    // Readings still waiting for this tick's flush reach it with the full feed, after these.
+  }
+
+  /** Batched sockets on this instance that are lagging now (for /metrics and tests). */
+  get laggingCount(): number {
+    return this.lagging.size;
+  }
+
+  /** Whether this socket is lagging now (tests). */
+  isLagging(socketId: string): boolean {
+    return this.lagging.has(socketId);
   }
 
   command(c: Command): void {
@@ -115,5 +282,11 @@ export class Broadcaster {
 
   forget(deviceId: string): void {
     this.logs.delete(deviceId);
+  }
+
+  /** Sends what is pending and stops the lag checks (the server is closing). */
+  close(): void {
+    this.flushTelemetry();
+    this.stopChecks();
   }
 }

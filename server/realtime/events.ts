@@ -56,6 +56,8 @@ export interface ServerToClientEvents {
 
 export interface InterServerEvents {
   ping: () => void;
+  /** One tick's live readings, from the instance that received them to the others (oldest first). */
+  'fleet:readings': (readings: FleetReading[]) => void;
 }
 
 export interface SocketData {
@@ -105,6 +107,8 @@ export function wantsBatchedTelemetry(auth: unknown): boolean {
 export const rooms = {
   fleet: 'fleet',
   fleetBatch: 'fleet:batch',
+  /** Local to each instance: batched sockets that fell behind and get conflated batches (broadcast.ts). */
+  fleetLagging: 'fleet:lagging',
   user: (id: number) => `user:${id}`,
   session: (sid: string) => `session:${sid}`,
   device: (id: string) => `device:${id}`,

@@ -13,6 +13,7 @@ import type { Storage, User } from '../storage';
 import { fleetViews } from '../web/pages';
 import type { Broadcaster, IO } from './broadcast';
 import { commandView, rooms } from './events';
+import { dropSocket, queuedBytes, queuedPackets } from './queue';
 
 type SessionRequest = IncomingMessage & { session?: session.Session & Partial<session.SessionData>; sessionID?: string; _query?: Record<string, string> };
 
@@ -25,7 +26,8 @@ export const SESSION_RECHECK_MS = 30_000;
 /**
  * Bytes the server may queue for one socket that does not read (a frozen tab, a hostile client)
  * before it drops it. Without a cap the queue grows until the heartbeat gives up (about 40 s of
- * the whole fleet's feed per socket).
+ * the whole fleet's feed per socket). Batched dashboards are slowed down well before this
+ * (DEFAULT_CONFLATION in broadcast.ts); this bounds everything else.
  */
 export const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
@@ -190,7 +192,7 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
     }
   }
 
-  const queueCheck = setInterval(() => dropSocketsNotReading(io, log), 1000);
+  const queueCheck = setInterval(() => dropSocketsNotReading(io, log, () => deps.broadcast.counters.droppedQueueFull++), 1000);
   queueCheck.unref();
 
   return {
@@ -201,22 +203,19 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
   };
 }
 
-/** Engine.IO's queue of packets a socket's transport could not take yet. */
-type QueuedConn = { writeBuffer?: { data?: unknown }[]; close(discard?: boolean): void; transport?: { socket?: { terminate?: () => void } } };
-
-function dropSocketsNotReading(io: IO, log: Logger): void {
+/**
+ * The hard cap: a socket holding more than MAX_QUEUED_BYTES is cut off. Batched dashboards that
+ * fall behind are conflated long before (broadcast.ts), so this catches per-reading sockets and
+ * anything else that piles up for a socket that does not read.
+ */
+function dropSocketsNotReading(io: IO, log: Logger, onDrop: () => void): void {
   for (const s of io.of('/').sockets.values()) {
-    const conn = s.conn as unknown as QueuedConn;
-    const queue = conn.writeBuffer;
-    if (!queue || queue.length < 16) continue;
-    let bytes = 0;
-    for (const p of queue) bytes += typeof p.data === 'string' ? p.data.length : Buffer.isBuffer(p.data) ? p.data.length : 0;
+    if (queuedPackets(s) < 16) continue;
+    const bytes = queuedBytes(s);
     if (bytes <= MAX_QUEUED_BYTES) continue;
     log.warn({ user: s.data.username, queued: bytes }, 'socket is not reading; disconnected');
-    // Discard what is queued and cut the connection now, instead of waiting for a drain that will not come.
-    const ws = conn.transport?.socket;
-    conn.close(true);
-    ws?.terminate?.();
+    onDrop();
+    dropSocket(s);
   }
 }
 
