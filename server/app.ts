@@ -31,6 +31,7 @@ export interface App {
   readonly storage: Storage;
   readonly hub: DeviceHub;
   readonly io: IO;
+  readonly broadcast: Broadcaster;
   readonly commands: CommandService;
   readonly writer: TelemetryWriter;
   readonly fabric: Fabric;
@@ -80,7 +81,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
 
   const io = createIO(httpServer, config);
   if (cluster) await cluster.attachAdapter(io);
-  const bc = new Broadcaster(io, { clustered: cluster !== null });
+  const bc = new Broadcaster(io, { clustered: cluster !== null, log: log.child({ component: 'realtime' }) });
   const commands = new CommandService(storage, hub, fabric, bc, log, {
     ttlMs: config.commandTtlS * 1000,
     timeoutMs: config.commandTimeoutS * 1000,
@@ -95,8 +96,11 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
   hub.events = {
     async online(deviceId, firmware) {
       const now = Date.now();
-      await storage.markDeviceSeen(deviceId, now, firmware).catch((err) => log.warn({ err }, 'could not record last seen'));
-      await fabric.deviceOnline(deviceId).catch((err) => log.warn({ err }, 'could not publish presence'));
+      // Both at once: until the claim is in Redis, other instances still route to the old holder.
+      await Promise.all([
+        storage.markDeviceSeen(deviceId, now, firmware).catch((err) => log.warn({ err }, 'could not record last seen')),
+        fabric.deviceOnline(deviceId).catch((err) => log.warn({ err }, 'could not publish presence')),
+      ]);
       bc.deviceStatus(deviceId, true, now, firmware);
       await commands.deliverQueued(deviceId).catch((err) => log.warn({ err, device: deviceId }, 'could not deliver queued commands'));
     },
@@ -133,7 +137,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
     }),
   );
   web.use(express.static(path.join(ROOT, 'public'), { maxAge: '1h', index: false }));
-  web.use(healthRoutes({ storage, fabric, hub, writer, commands, io: () => io }));
+  web.use(healthRoutes({ storage, fabric, hub, writer, commands, broadcast: bc, io: () => io }));
   web.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }));
   web.use(express.json({ limit: '16kb' }));
   web.use(sessionMiddleware);
@@ -180,6 +184,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
     storage,
     hub,
     io,
+    broadcast: bc,
     commands,
     writer,
     fabric,
@@ -207,6 +212,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
         await writer.close();
         await commands.close();
         realtime.close();
+        bc.close();
         io.disconnectSockets(true);
         await new Promise<void>((resolve) => io.close(() => resolve()));
         httpServer.closeAllConnections();

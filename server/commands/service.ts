@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Fabric } from '../cluster/fabric';
+import type { DeviceConnection } from '../devices/connection';
 import type { DeviceHub } from '../devices/hub';
 import type { Broadcaster } from '../realtime/broadcast';
 import type { Command, CommandStatus, Storage } from '../storage';
@@ -49,10 +50,19 @@ export class CommandService {
     this.sweeper.unref();
   }
 
-  /** Records a command and delivers it now if its device is online anywhere, else leaves it queued. */
+  /**
+   * Records a command and delivers it now if its device is online anywhere, else leaves it queued.
+   * Each storage call is a round trip (to the SQLite thread or PostgreSQL) that under load also
+   * waits for a turn of the event loop, so the path to a device connected here (sole instance) is
+   * one write: the command is stored as `sent` and written to the device; the person still sees
+   * `queued` then `sent`.
+   */
   async send(input: { deviceId: string; action: Action; params: Record<string, unknown> | null; user: { id: number; username: string } }): Promise<Command> {
-    const device = await this.storage.getDevice(input.deviceId);
-    if (!device) throw new NotFoundError(`no device "${input.deviceId}"`);
+    // Alone, a device connected here exists (its token is re-checked against storage every 30 s)
+    // and is the one to deliver to. In a cluster a newer connection of it may be on another
+    // instance, whose "replaced" notice has not arrived yet, so the fabric decides.
+    const here = this.opts.soleInstance && Boolean(this.hub.get(input.deviceId));
+    if (!here && !(await this.storage.getDevice(input.deviceId))) throw new NotFoundError(`no device "${input.deviceId}"`);
     const now = Date.now();
     const cmd: Command = {
       id: crypto.randomUUID(),
@@ -69,10 +79,20 @@ export class CommandService {
       sentBy: input.user.username,
       sentByUserId: input.user.id,
     };
-    await this.storage.insertCommand(cmd);
+    const sent: Command = { ...cmd, status: 'sent', sentAt: now };
+    await this.storage.insertCommand(here ? sent : cmd);
     this.counters.queued++;
     this.broadcast.command(cmd);
     this.broadcast.log(cmd.deviceId, 'info', `${cmd.sentBy} sent ${cmd.action}`);
+    if (here) {
+      const conn = this.hub.get(cmd.deviceId);
+      if (conn) {
+        this.transmit(sent, conn);
+        return sent;
+      }
+      // It went while the command was stored: back to `queued`, for its next connection.
+      await this.storage.updateCommand(cmd.id, ['sent'], { status: 'queued', sentAt: null, updatedAt: Date.now() });
+    }
     const delivered = await this.fabric.route(cmd).catch((err: Error) => {
       this.log.warn({ err, command: cmd.id }, 'could not route command; it stays queued');
       return false;
@@ -92,33 +112,41 @@ export class CommandService {
 
   /** Writes the command to the device if it is connected here; marks it `sent` exactly once. */
   async deliverHere(cmd: Command): Promise<boolean> {
-    const conn = this.hub.get(cmd.deviceId);
-    if (!conn) return false;
+    if (!this.hub.get(cmd.deviceId)) return false;
     const now = Date.now();
     const sent = await this.storage.updateCommand(cmd.id, ['queued'], { status: 'sent', sentAt: now, updatedAt: now });
-    if (!sent) return true; // Another delivery (or the sweeper) got to it first.
+    // Null when another delivery (or the sweeper) got to it first. A device gone between the check
+    // and the update has its command timed out by the sweeper like any unanswered one.
+    if (sent) this.transmit(sent, this.hub.get(cmd.deviceId));
+    return true;
+  }
+
+  /** Writes a command stored as `sent` to the device's connection and tells the watchers. */
+  private transmit(sent: Command, conn: DeviceConnection | undefined): void {
     this.inFlight.add(sent.id);
     const line: Record<string, unknown> = { type: 'fromservertonode', msg: 'action', action: sent.action, id: sent.id };
     if (sent.params) line.params = sent.params;
-    conn.send(line);
+    conn?.send(line);
     this.counters.sent++;
     this.changed(sent);
-    return true;
   }
 
   /** Records a device's ack. 'unknown' when no command of that device waits for one. */
   async ack(deviceId: string, commandId: string, ok: boolean, result: unknown): Promise<'ok' | 'unknown'> {
-    const cmd = await this.storage.getCommand(commandId);
-    if (!cmd || cmd.deviceId !== deviceId) return 'unknown';
     const status: CommandStatus = ok ? 'acked' : 'failed';
+    // One round trip in the usual case: the update checks the device and the state itself.
     // A late ack after `timeout` still tells the truth: the device did (or refused) it.
-    const updated = await this.storage.updateCommand(commandId, ['sent', 'timeout'], {
-      status,
-      result: result ?? null,
-      error: ok ? null : failureText(result),
-      updatedAt: Date.now(),
-    });
-    if (!updated) return cmd.status === 'acked' || cmd.status === 'failed' ? 'ok' : 'unknown';
+    const updated = await this.storage.updateCommand(
+      commandId,
+      ['sent', 'timeout'],
+      { status, result: result ?? null, error: ok ? null : failureText(result), updatedAt: Date.now() },
+      deviceId,
+    );
+    if (!updated) {
+      // A repeated ack of a finished command is fine; anything else names no command waiting here.
+      const cmd = await this.storage.getCommand(commandId);
+      return cmd && cmd.deviceId === deviceId && (cmd.status === 'acked' || cmd.status === 'failed') ? 'ok' : 'unknown';
+    }
     this.inFlight.delete(commandId);
     this.changed(updated);
     return 'ok';

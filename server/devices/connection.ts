@@ -47,6 +47,8 @@ export interface ConnectionHost {
   /** True while telemetry storage cannot keep up; the connection stops reading until resumed. */
   readonly saturated: boolean;
   pausedForStorage(conn: DeviceConnection): void;
+  /** The connection has replies waiting (sendLater): call its flushLater() soon. */
+  flushSoon(conn: DeviceConnection): void;
   log(conn: DeviceConnection, level: 'info' | 'warn' | 'error', text: string): void;
 }
 
@@ -79,8 +81,8 @@ export class DeviceConnection {
   /** Lines of the backlog built up while paused that are not rate-limited (see resume). */
   private credit = 0;
   private creditUntil = 0;
-  /** True while the socket is corked until the end of this tick (see sendCoalesced). */
-  private corked = false;
+  /** Replies held for the next flush (see sendLater). */
+  private later: object[] = [];
 
   constructor(
     readonly socket: Socket,
@@ -123,26 +125,31 @@ export class DeviceConnection {
   }
 
   /**
-   * Like send, but the lines sent this way in one tick (the `stored` replies of a telemetry batch)
-   * leave in one write instead of one system call each.
+   * Like send, but held briefly: the host flushes every connection's held replies together, each
+   * connection's in one write (the `stored` replies: with many devices sending a reading or two at
+   * a time, one write per reply cost more than storing the reading).
    */
-  sendCoalesced(message: object): boolean {
-    if (!this.corked && this.state !== 'closed' && !this.socket.destroyed) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(uncorkAtEndOfTick, this);
-    }
-    return this.send(message);
+  sendLater(message: object): void {
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    if (this.later.length === 0) this.host.flushSoon(this);
+    this.later.push(message);
   }
 
-  /** @internal */
-  uncork(): void {
-    this.corked = false;
+  /** Writes the replies held by sendLater, in one write. */
+  flushLater(): void {
+    if (this.later.length === 0) return;
+    const held = this.later;
+    this.later = [];
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    this.socket.cork();
+    for (const m of held) this.send(m);
     this.socket.uncork();
   }
 
   /** Sends an error reply; with `close`, ends the connection once it is written. */
   error(code: ErrorCode, detail?: string, close = false): void {
+    // Replies already due go first (a device told "stored" keeps no copy to resend).
+    this.flushLater();
     this.send(detail ? { type: 'error', error: code, detail } : { type: 'error', error: code });
     if (close) this.end(code);
   }
@@ -344,8 +351,4 @@ export class DeviceConnection {
     this.inbox = [];
     this.host.closed(this, reason);
   }
-}
-
-function uncorkAtEndOfTick(conn: DeviceConnection): void {
-  conn.uncork();
 }

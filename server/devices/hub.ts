@@ -7,6 +7,14 @@ import { ConnectionHost, ConnectionLimits, DeviceConnection } from './connection
 
 const REVALIDATE_MS = 30_000;
 
+/**
+ * How long `stored` replies are held so that each device gets its replies in one write: with many
+ * devices sending a reading or two at a time, one write system call per reply cost the event loop
+ * more than anything else (bench/README.md). Firmware keeps unanswered readings for resending, so
+ * a reply 100 ms later costs it nothing.
+ */
+export const REPLY_FLUSH_MS = 100;
+
 /** What the hub tells the rest of the app; wired in app.ts. */
 export interface HubEvents {
   online(deviceId: string, firmware: string | null): Promise<void>;
@@ -35,6 +43,9 @@ export class DeviceHub implements ConnectionHost {
   private readonly byDevice = new Map<string, DeviceConnection>();
   private readonly perIp = new Map<string, number>();
   private readonly pausedConns = new Set<DeviceConnection>();
+  /** Connections holding `stored` replies, and the timer that writes them. */
+  private toFlush = new Set<DeviceConnection>();
+  private flushTimer: NodeJS.Timeout | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private revalidator: NodeJS.Timeout | null = null;
   /** The token hash each online device proved at its hello, to notice rotation or removal. */
@@ -101,6 +112,8 @@ export class DeviceHub implements ConnectionHost {
     if (this.ticker) clearInterval(this.ticker);
     if (this.revalidator) clearInterval(this.revalidator);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushReplies();
     for (const c of this.conns) c.error('protocol', 'server is shutting down', true);
     const deadline = Date.now() + 3000;
     while (this.conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -168,7 +181,7 @@ export class DeviceHub implements ConnectionHost {
       this.writer.add({ deviceId, msgId, ts, data });
     } else {
       this.writer.add({ deviceId, msgId, ts, data }, (err) => {
-        if (!err) conn.sendCoalesced({ type: 'stored', id: msgId });
+        if (!err) conn.sendLater({ type: 'stored', id: msgId });
       });
     }
     this.events?.telemetry(deviceId, ts, data);
@@ -186,6 +199,19 @@ export class DeviceHub implements ConnectionHost {
 
   pausedForStorage(conn: DeviceConnection): void {
     this.pausedConns.add(conn);
+  }
+
+  flushSoon(conn: DeviceConnection): void {
+    this.toFlush.add(conn);
+    if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flushReplies(), REPLY_FLUSH_MS);
+  }
+
+  /** Writes every connection's held replies (`stored`), one write per connection. */
+  private flushReplies(): void {
+    this.flushTimer = null;
+    const conns = this.toFlush;
+    this.toFlush = new Set();
+    for (const c of conns) c.flushLater();
   }
 
   log(conn: DeviceConnection, level: 'info' | 'warn' | 'error', text: string): void {

@@ -287,7 +287,7 @@ export abstract class KyselyStorage implements Storage {
     return r ? toCommand(r) : null;
   }
 
-  async updateCommand(id: string, from: readonly CommandStatus[], patch: CommandPatch): Promise<Command | null> {
+  async updateCommand(id: string, from: readonly CommandStatus[], patch: CommandPatch, deviceId?: string): Promise<Command | null> {
     const set: Partial<DB['commands']> = { updated_at: patch.updatedAt };
     if (patch.status !== undefined) set.status = patch.status;
     if (patch.error !== undefined) set.error = patch.error;
@@ -298,6 +298,7 @@ export abstract class KyselyStorage implements Storage {
       .set(set)
       .where('id', '=', id)
       .where('status', 'in', [...from])
+      .$if(deviceId !== undefined, (q) => q.where('device_id', '=', deviceId!))
       .returningAll()
       .executeTakeFirst();
     return r ? toCommand(r) : null;

@@ -15,6 +15,8 @@ export interface TelemetryWriterOptions {
   /** Paused devices are resumed (`drain`) once fewer readings than this are held; default half of highWater. */
   lowWater?: number;
   retryMs?: number;
+  /** Batches being written at once (default 3): the next one is ready when the previous commits. */
+  maxInFlight?: number;
 }
 
 /**
@@ -30,13 +32,15 @@ export const DEFAULT_HIGH_WATER = 5_000;
  * `drain` (at the low-water mark) to start again.
  *
  * While a full batch or more is queued, batches are written back to back, one per turn of the
- * event loop (`setImmediate` between them), so sockets keep being served between commits.
+ * event loop (`setImmediate` between them), so sockets keep being served between commits; up to
+ * `maxInFlight` batches are with storage at once, so the next is ready when one commits.
  */
 export class TelemetryWriter extends EventEmitter {
   private queue: Pending[] = [];
   private timer: NodeJS.Timeout | null = null;
   private immediate: NodeJS.Immediate | null = null;
-  private writing: Promise<void> | null = null;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly maxInFlight: number;
   private failing = false;
   private closed = false;
   private readonly highWater: number;
@@ -53,6 +57,7 @@ export class TelemetryWriter extends EventEmitter {
     this.highWater = opts.highWater ?? DEFAULT_HIGH_WATER;
     this.lowWater = opts.lowWater;
     this.retryMs = opts.retryMs ?? 500;
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 3);
   }
 
   /** True while more readings are held than the high-water mark. */
@@ -83,7 +88,8 @@ export class TelemetryWriter extends EventEmitter {
       return;
     }
     this.queue.push({ row, done });
-    if (this.writing) return;
+    // Every batch that completes schedules the next; so does a free writing slot now.
+    if (this.inFlight.size >= this.maxInFlight || (this.failing && this.inFlight.size > 0)) return;
     // While storage is failing, new readings wait for the next retry instead of hammering it.
     if (this.failing) this.flushSoon(this.retryMs);
     else if (this.queue.length >= this.opts.maxRows) this.flushSoon(0);
@@ -114,20 +120,29 @@ export class TelemetryWriter extends EventEmitter {
     }, delay);
   }
 
-  /** Writes everything queued now; resolves when it is committed (or failed for good at close). */
+  /**
+   * Writes the next batch (waiting for a free slot first); resolves when it is committed (or
+   * failed). With nothing queued it waits for the batches in flight.
+   */
   async flush(): Promise<void> {
-    while (this.writing) await this.writing;
-    if (this.queue.length === 0) return;
-    const batch = this.queue.splice(0, this.opts.maxRows);
-    this.writing = this.writeBatch(batch);
-    try {
-      await this.writing;
-    } finally {
-      this.writing = null;
+    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
+    if (this.queue.length === 0) {
+      await Promise.all(this.inFlight);
+      return;
     }
-    if (this.queue.length > 0) {
-      this.flushSoon(this.failing ? this.retryMs : this.queue.length >= this.opts.maxRows ? 0 : this.opts.maxDelayMs);
-    }
+    // Behind (several batches queued): take up to four batches at once, so storage gets fewer,
+    // larger writes instead of waiting for this thread between them.
+    const batch = this.queue.splice(0, this.queue.length >= 2 * this.opts.maxRows ? 4 * this.opts.maxRows : this.opts.maxRows);
+    const writing: Promise<void> = this.writeBatch(batch).finally(() => {
+      this.inFlight.delete(writing);
+      if (this.queue.length > 0) {
+        this.flushSoon(this.failing ? this.retryMs : this.queue.length >= this.opts.maxRows ? 0 : this.opts.maxDelayMs);
+      }
+    });
+    this.inFlight.add(writing);
+    // A full batch more is waiting and a slot is free: start it in this turn too.
+    if (!this.failing && this.queue.length >= this.opts.maxRows && this.inFlight.size < this.maxInFlight) this.flushSoon(0);
+    await writing;
   }
 
   private async writeBatch(batch: Pending[]): Promise<void> {
@@ -156,7 +171,7 @@ export class TelemetryWriter extends EventEmitter {
     if (this.immediate) clearImmediate(this.immediate);
     this.immediate = null;
     const deadline = Date.now() + timeoutMs;
-    while (this.queue.length > 0 || this.writing) {
+    while (this.queue.length > 0 || this.inFlight.size > 0) {
       await this.flush();
       if (this.failing) {
         if (Date.now() > deadline) break;

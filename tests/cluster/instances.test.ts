@@ -55,6 +55,34 @@ describeCluster('several instances on Redis', () => {
     device.close();
   });
 
+  test('when a device sends readings, then every dashboard on every instance gets each exactly once, in order, batched or per reading', async () => {
+    const [a, b] = await startInstances(2, redisUrl);
+    const cookie = await createUserAndLogin(a!);
+    const dashboards = await Promise.all(
+      [a!, b!].flatMap((server) => [connectSocket(server, cookie), connectSocket(server, cookie, { auth: { telemetry: 'batch' } })]),
+    );
+    const seen = dashboards.map(() => [] as number[]);
+    dashboards.forEach((s, i) => {
+      s.on('device:telemetry', (p: { deviceId: string; data: { seq: number } }) => p.deviceId === 'esp-x' && seen[i]!.push(p.data.seq));
+      s.on('fleet:telemetry', (list: { deviceId: string; data: { seq: number } }[]) => {
+        for (const p of list) if (p.deviceId === 'esp-x') seen[i]!.push(p.data.seq);
+      });
+    });
+    const { token } = await addDevice(a!, 'esp-x');
+    const device = await RawDevice.hello(a!.devicePort, 'esp-x', token);
+    const all = Array.from({ length: 30 }, (_, i) => i + 1);
+    for (const seq of all) {
+      device.send({ seq });
+      if (seq % 10 === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    await waitFor('every dashboard to get every reading', async () => seen.every((s) => s.length >= all.length));
+    await new Promise((r) => setTimeout(r, 300)); // a second copy would have arrived by now
+    // [instance A plain, A batched, B plain, B batched]
+    expect(seen).toEqual([all, all, all, all]);
+    for (const s of dashboards) s.close();
+    device.close();
+  });
+
   test('when a session is made on one instance, then the other accepts its cookie for pages and sockets', async () => {
     const [a, b] = await startInstances(2, redisUrl);
     const cookie = await createUserAndLogin(a!);
@@ -158,13 +186,14 @@ describeCluster('several instances on Redis', () => {
     const { token } = await addDevice(a!, 'esp-m');
     const first = await RawDevice.hello(a!.devicePort, 'esp-m', token);
     const second = await RawDevice.hello(b!.devicePort, 'esp-m', token);
-    await waitFor('B to hold the device', async () => b!.app.hub.get('esp-m'));
-    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-m', action: 'togglerele' });
-    expect((await second.next((m) => m.type === 'fromservertonode')).id).toBe(res.command.id);
-    // A is told to close its stale connection; the offline it announces is corrected at once.
+    // B claims the device in Redis, then tells A to close its stale connection (the `replaced`
+    // notice); the offline A announces is corrected at once.
     expect(await first.next((m) => m.type === 'error')).toMatchObject({ error: 'protocol', detail: 'replaced by a newer connection of this device' });
     await first.waitClosed();
-    expect(a!.app.hub.get('esp-m')).toBeUndefined();
+    await waitFor('A to let go of it', async () => a!.app.hub.get('esp-m') === undefined);
+    // A command sent through A now goes to the new connection on B.
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-m', action: 'togglerele' });
+    expect((await second.next((m) => m.type === 'fromservertonode')).id).toBe(res.command.id);
     await waitFor('presence online after the correction', async () => (await b!.app.fabric.presence(['esp-m'])).get('esp-m')?.online);
     second.close();
     socket.close();
