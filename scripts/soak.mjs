@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
-import { CookieJar, login, postForm } from '../bench/lib/sockpit.mjs';
+import { CookieJar, login, postForm, serverNodeFlags } from '../bench/lib/sockpit.mjs';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -81,7 +81,7 @@ function rssOf(pid) {
 const mb = (b) => `${(b / 1024 / 1024).toFixed(1)} MB`;
 
 function startServer(env) {
-  const proc = spawn(process.execPath, [path.join(ROOT, 'dist', 'main.js')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...serverNodeFlags(ROOT), path.join(ROOT, 'dist', 'main.js')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = { errors: [], warnings: 0 };
   let stderr = '';
   proc.stderr.on('data', (d) => (stderr += d));
