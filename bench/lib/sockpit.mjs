@@ -1,4 +1,6 @@
 // Talking to a sockpit server like a browser does: the login form with its CSRF token.
+import fs from 'node:fs';
+import path from 'node:path';
 
 /** Cookie jar of one browser-like client: keeps the latest value of each cookie. */
 export class CookieJar {
@@ -45,4 +47,13 @@ export async function login(baseUrl, username, password) {
   const res = await postForm(baseUrl, '/login', '/login', { username, password }, jar);
   if (res.status !== 303) throw new Error(`login of ${username} failed with status ${res.status}`);
   return jar.header();
+}
+
+/**
+ * The Node flags `npm start` runs the server with (package.json), so that the bench and the soak
+ * measure the server as users start it.
+ */
+export function serverNodeFlags(root) {
+  const start = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).scripts.start;
+  return start.split(/\s+/).filter((a) => a.startsWith('--'));
 }

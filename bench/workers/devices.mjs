@@ -13,6 +13,10 @@ const VISIT_EVERY = 4; // each device writes at most every TICK_MS * VISIT_EVERY
 const HIGH_WATER = 64 * 1024; // open loop: readings due while this much is unsent are dropped
 const MAX_BATCH = 32; // closed loop ("max"): lines per write while the socket takes them
 const MAX_BUFFERED_MAX = 16 * 1024;
+// Closed loop against sockpit: at most this many readings per device not yet answered `stored`,
+// as firmware with a resend buffer behaves. Without it the kernel's socket buffers of 1,000
+// paused connections hold minutes of readings, and that backlog spills into the next steps.
+const MAX_UNACKED = 128;
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
 const STORED_PREFIX = b64('{"type":"stored","id":"').slice(0, 28); // 21 bytes → 28 fixed chars
@@ -26,6 +30,8 @@ const devices = cfg.devices.map((d, i) => ({
   ready: false,
   seq: 0,
   sentPhase: 0,
+  unacked: 0,
+  lastWrite: 0,
   topic: `d/${d.id}/t`,
   localAddress: d.localAddress ?? (cfg.localAddresses?.length ? cfg.localAddresses[i % cfg.localAddresses.length] : undefined),
 }));
@@ -106,6 +112,7 @@ function connectOne(dev) {
         if (line.startsWith(STORED_PREFIX)) {
           counters.stored++;
           totals.stored++;
+          dev.unacked--;
           continue;
         }
         let m;
@@ -120,6 +127,7 @@ function connectOne(dev) {
         } else if (m.type === 'stored') {
           counters.stored++;
           totals.stored++;
+          dev.unacked--;
         }
         else if (m.type === 'fromservertonode') {
           counters.commands++;
@@ -160,16 +168,35 @@ function tick() {
       const n = Math.min(due, 2000);
       counters.dropped += due - n;
       dev.sock.write(batch(dev, n), 'latin1');
+      dev.lastWrite = now;
+      dev.unacked += n;
       counters.sent += n;
       totals.sent += n;
     } else if (mode === 'max') {
       if (dev.sock.writableLength > MAX_BUFFERED_MAX) continue;
+      if (cfg.target === 'sockpit' && dev.unacked >= MAX_UNACKED) continue;
       dev.sock.write(batch(dev, MAX_BATCH), 'latin1');
+      dev.lastWrite = now;
+      dev.unacked += MAX_BATCH;
       counters.sent += MAX_BATCH;
       totals.sent += MAX_BATCH;
     }
   }
 }
+
+// Keepalive, as firmware does (SPEC: no line for 120 s closes the connection): while the bench
+// waits between steps (a drain can take minutes), every sockpit device that wrote nothing for 30 s
+// sends a ping. The relay and Mosquitto (keepalive 0 in CONNECT) close no idle connection.
+const KEEPALIVE_MS = 30_000;
+setInterval(() => {
+  if (cfg.target !== 'sockpit') return;
+  const now = nowMs();
+  for (const dev of devices) {
+    if (!dev.ready || now - dev.lastWrite < KEEPALIVE_MS) continue;
+    dev.lastWrite = now;
+    sendLine(dev, { type: 'ping' });
+  }
+}, 5_000).unref();
 
 function setLoad({ rate = 0, max = false, count = null }) {
   active = count === null ? devices : devices.slice(0, count);
