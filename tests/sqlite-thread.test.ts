@@ -87,4 +87,29 @@ describe('SQLite thread', () => {
     await expect(storage.getDevice('d1')).rejects.toThrow();
     storage = await SqliteStorage.open(dir);
   });
+
+  test('when telemetry keeps coming, then the checkpointer copies the WAL into the database file and has it rewound, so the WAL stays small', async () => {
+    await storage.close();
+    // Small thresholds, so a few MB of telemetry go through several hold-and-rewind rounds.
+    storage = await SqliteStorage.open(dir, 'sockpit.db', { checkpointEveryMs: 5, walResetFrames: 200 });
+    const devices = Array.from({ length: 50 }, (_, i) => `w${i}`);
+    for (const id of devices) await storage.createDevice({ id, name: id, tokenHash: 'x' });
+    const file = path.join(dir, 'sockpit.db');
+    const dbBefore = fs.statSync(file).size;
+    let walMax = 0;
+    for (let round = 0; round < 40; round++) {
+      const batch: TelemetryRow[] = [];
+      for (let k = 0; k < 20; k++) {
+        for (const deviceId of devices) batch.push({ deviceId, msgId: `r${round}-${k}`, ts: round * 100 + k, data: { pad: 'y'.repeat(60) } });
+      }
+      await storage.insertTelemetry(batch);
+      walMax = Math.max(walMax, fs.statSync(`${file}-wal`).size);
+    }
+    let total = 0;
+    for (const id of devices) total += await storage.countTelemetry(id);
+    expect(total).toBe(40 * 20 * 50);
+    // ~40 commits of ~150 pages each: without checkpoints the WAL would pass 20 MB.
+    expect(walMax).toBeLessThan(8 * 1024 * 1024);
+    expect(fs.statSync(file).size).toBeGreaterThan(dbBefore + 2 * 1024 * 1024);
+  });
 });

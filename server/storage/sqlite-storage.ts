@@ -14,7 +14,7 @@ import {
   SqliteQueryCompiler,
 } from 'kysely';
 import { DB, KyselyStorage } from './kysely-storage';
-import { SqliteThread } from './sqlite-thread';
+import { SqliteThread, SqliteThreadOptions } from './sqlite-thread';
 import { TelemetryRow } from './types';
 
 /** The embedded default: one SQLite file in DATA_DIR, on better-sqlite3, on its own thread. */
@@ -26,9 +26,9 @@ export class SqliteStorage extends KyselyStorage {
   }
 
   /** Opens (creating if needed) `<dataDir>/sockpit.db` and runs the migrations. */
-  static async open(dataDir: string, file = 'sockpit.db'): Promise<SqliteStorage> {
+  static async open(dataDir: string, file = 'sockpit.db', threadOptions?: SqliteThreadOptions): Promise<SqliteStorage> {
     fs.mkdirSync(dataDir, { recursive: true });
-    const thread = new SqliteThread(path.join(dataDir, file));
+    const thread = new SqliteThread(path.join(dataDir, file), threadOptions);
     const storage = new SqliteStorage(thread);
     try {
       await storage.migrate();

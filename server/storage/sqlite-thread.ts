@@ -13,14 +13,34 @@ import { Worker } from 'node:worker_threads';
  * commit, not for a whole batch or slice. A batch is answered once its rows and the devices'
  * `latest` they imply are committed, so `stored` still means committed. While a query-builder transaction is open
  * (`begin` … `commit` from the main thread) no slice runs, so the two never mix.
+ *
+ * WAL checkpoints run on a second thread with its own connection, once telemetry has been
+ * written. With SQLite's automatic checkpoints the commit that crosses the threshold also copies
+ * the WAL into the database file: 50–100 ms, during which every query waits (that was the p99 of
+ * the command round trip under load). A passive checkpoint on another connection copies pages
+ * while this thread goes on committing. The WAL file is only rewound when a checkpoint has copied
+ * all of it before the next write, which a steady stream of commits prevents; so once the WAL
+ * holds more than {@link WAL_RESET_FRAMES} frames the checkpointer asks this thread to hold
+ * telemetry (queries go on), copies the rest (a few ms), and releases it. If the checkpointer
+ * thread fails, this connection goes back to automatic checkpoints.
  */
 
 export const SLICE_MS = 20;
+/** How often the checkpointer looks at the WAL. */
+export const CHECKPOINT_EVERY_MS = 100;
+/** WAL frames (pages of 4 KiB) past which telemetry is held for a moment so the WAL can be rewound: ~80 MB. */
+export const WAL_RESET_FRAMES = 20_000;
 
 export interface SqliteRunResult {
   rows: Record<string, unknown>[];
   changes?: number;
   lastInsertRowid?: number | bigint;
+}
+
+/** Knobs for tests; the defaults are the constants above. */
+export interface SqliteThreadOptions {
+  checkpointEveryMs?: number;
+  walResetFrames?: number;
 }
 
 /** A reading as the worker stores it. */
@@ -55,9 +75,11 @@ function workerMain(): void {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
-  // Checkpoint the WAL every ~40 MB instead of ~4 MB: telemetry from many devices dirties pages
-  // all over the indexes, and a page changed many times between checkpoints is copied once.
-  db.pragma('wal_autocheckpoint = 10000');
+  // Until the checkpointer runs (and if it fails): checkpoint every ~40 MB instead of ~4 MB.
+  // Telemetry from many devices dirties pages all over the indexes, and a page changed many times
+  // between checkpoints is copied once.
+  const AUTOCHECKPOINT = 'wal_autocheckpoint = 10000';
+  db.pragma(AUTOCHECKPOINT);
   // 64 MiB of page cache (SQLite's default is 2 MiB): once the telemetry indexes outgrow the cache,
   // every insert from a thousand devices reads index pages back from the file.
   db.pragma('cache_size = -65536');
@@ -93,8 +115,68 @@ function workerMain(): void {
   let scheduled = false;
   let closing: number | null = null;
 
+  // The checkpointer: another thread and connection, started with the first telemetry (a CLI run
+  // never needs it). `held`: telemetry waits while it copies the last of the WAL.
+  let checkpointer: any = null;
+  let checkpointerFailed = false;
+  let held = false;
+  const checkpointerMain = () => {
+    const { parentPort: port, workerData: data } = require('node:worker_threads');
+    const Db = require(data.driverPath);
+    const conn = new Db(data.file);
+    let asked = false;
+    const checkpoint = () => conn.pragma('wal_checkpoint(PASSIVE)')[0] as { busy: number; log: number; checkpointed: number };
+    port.on('message', (m: string) => {
+      if (m !== 'held') return;
+      try {
+        checkpoint();
+      } finally {
+        asked = false;
+        port.postMessage('release');
+      }
+    });
+    setInterval(() => {
+      if (asked) return;
+      // Copies what was committed since the last one, while the writer goes on.
+      const r = checkpoint();
+      if (r.log >= data.resetFrames) {
+        asked = true;
+        port.postMessage('hold');
+      }
+    }, data.everyMs);
+  };
+  const startCheckpointer = () => {
+    if (checkpointer || checkpointerFailed || closing !== null || workerData.file === ':memory:') return;
+    const { Worker } = require('node:worker_threads');
+    checkpointer = new Worker(`(${checkpointerMain.toString()})()`, {
+      eval: true,
+      workerData: { file: workerData.file, driverPath: workerData.driverPath, everyMs: workerData.checkpointEveryMs, resetFrames: workerData.walResetFrames },
+    });
+    db.pragma('wal_autocheckpoint = 0');
+    checkpointer.on('message', (m: string) => {
+      // Between slices (a slice is synchronous): no new slice starts until 'release'.
+      if (m === 'hold') {
+        held = true;
+        checkpointer.postMessage('held');
+      } else if (m === 'release') {
+        held = false;
+        schedule();
+      }
+    });
+    const lost = () => {
+      // Back to SQLite's own checkpoints for good; telemetry is never left held.
+      checkpointer = null;
+      checkpointerFailed = true;
+      held = false;
+      if (db.open) db.pragma(AUTOCHECKPOINT);
+      schedule();
+    };
+    checkpointer.on('error', lost);
+    checkpointer.on('exit', lost);
+  };
+
   const schedule = () => {
-    if (scheduled || db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
+    if (scheduled || held || db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
     scheduled = true;
     setImmediate(runSlice);
   };
@@ -102,7 +184,7 @@ function workerMain(): void {
   const runSlice = () => {
     scheduled = false;
     // A transaction from the main thread is open: wait for its commit/rollback message.
-    if (db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
+    if (held || db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
     const insert = prepare(
       // Readings of a device removed meanwhile are dropped rather than left orphaned.
       'INSERT INTO telemetry (device_id, msg_id, ts, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?) ' +
@@ -185,8 +267,15 @@ function workerMain(): void {
 
   const finish = () => {
     if (!db.open) return;
-    db.close();
-    reply(closing as number, null);
+    const done = () => {
+      db.close();
+      reply(closing as number, null);
+    };
+    if (!checkpointer) return done();
+    const ck = checkpointer;
+    checkpointer = null;
+    ck.removeAllListeners('exit');
+    ck.terminate().then(done, done);
   };
 
   const handle = (m: any) => {
@@ -203,6 +292,7 @@ function workerMain(): void {
       }
       schedule();
     } else if (m.op === 'telemetry') {
+      if (!checkpointer) startCheckpointer();
       jobs.push({ id: m.id, rows: m.rows, pos: 0 });
       schedule();
     } else if (m.op === 'close') {
@@ -221,10 +311,16 @@ export class SqliteThread {
   private readonly pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private dead: Error | null = null;
 
-  constructor(file: string) {
+  constructor(file: string, opts: SqliteThreadOptions = {}) {
     this.worker = new Worker(`(${workerMain.toString()})()`, {
       eval: true,
-      workerData: { file, driverPath: require.resolve('better-sqlite3'), sliceMs: SLICE_MS },
+      workerData: {
+        file,
+        driverPath: require.resolve('better-sqlite3'),
+        sliceMs: SLICE_MS,
+        checkpointEveryMs: opts.checkpointEveryMs ?? CHECKPOINT_EVERY_MS,
+        walResetFrames: opts.walResetFrames ?? WAL_RESET_FRAMES,
+      },
     });
     this.worker.unref();
     this.worker.on('message', (m: Reply) => {
