@@ -1,5 +1,6 @@
 import { RawDevice, encode } from './support/device';
 import { addDevice, closeAllServers, startServer, TestServer } from './support/server';
+import { REPLY_FLUSH_CHUNK } from '../server/devices/hub';
 
 let server: TestServer;
 afterEach(closeAllServers);
@@ -76,6 +77,26 @@ describe('device line protocol (SPEC §3)', () => {
     expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b1-1' });
     expect(await server.app.storage.countTelemetry('esp-4')).toBe(1);
     d.close();
+  });
+
+  test('when more devices than one reply flush takes send readings at once, then every device gets every stored reply, in order', async () => {
+    const n = REPLY_FLUSH_CHUNK * 2 + 5;
+    server = await startServer({ deviceMaxPerIp: n });
+    const devices = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const { token } = await addDevice(server, `esp-f${i}`);
+        return RawDevice.hello(server.devicePort, `esp-f${i}`, token);
+      }),
+    );
+    for (const d of devices) {
+      d.send({ type: 'telemetry', id: 'a', data: { t: 1 } });
+      d.send({ type: 'telemetry', id: 'b', data: { t: 2 } });
+    }
+    for (const d of devices) {
+      expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'a' });
+      expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b' });
+      d.close();
+    }
   });
 
   test('when a bad line arrives, then the device gets an error reply and stays connected', async () => {

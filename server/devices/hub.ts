@@ -14,6 +14,8 @@ const REVALIDATE_MS = 30_000;
  * a reply 100 ms later costs it nothing.
  */
 export const REPLY_FLUSH_MS = 100;
+/** Connections whose held replies are written per turn of the event loop. */
+export const REPLY_FLUSH_CHUNK = 64;
 
 /** What the hub tells the rest of the app; wired in app.ts. */
 export interface HubEvents {
@@ -46,6 +48,7 @@ export class DeviceHub implements ConnectionHost {
   /** Connections holding `stored` replies, and the timer that writes them. */
   private toFlush = new Set<DeviceConnection>();
   private flushTimer: NodeJS.Timeout | null = null;
+  private flushStep: NodeJS.Immediate | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private revalidator: NodeJS.Timeout | null = null;
   /** The token hash each online device proved at its hello, to notice rotation or removal. */
@@ -113,7 +116,7 @@ export class DeviceHub implements ConnectionHost {
     if (this.revalidator) clearInterval(this.revalidator);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.flushTimer) clearTimeout(this.flushTimer);
-    this.flushReplies();
+    this.flushReplies(true);
     for (const c of this.conns) c.error('protocol', 'server is shutting down', true);
     const deadline = Date.now() + 3000;
     while (this.conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -206,12 +209,27 @@ export class DeviceHub implements ConnectionHost {
     if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flushReplies(), REPLY_FLUSH_MS);
   }
 
-  /** Writes every connection's held replies (`stored`), one write per connection. */
-  private flushReplies(): void {
+  /**
+   * Writes every connection's held replies (`stored`), one write per connection, at most
+   * REPLY_FLUSH_CHUNK connections per turn of the event loop: a thousand devices' replies in one go
+   * held up reading every socket for 20–40 ms. `all`: everything now (shutdown).
+   */
+  private flushReplies(all = false): void {
     this.flushTimer = null;
-    const conns = this.toFlush;
+    const conns = this.toFlush.values();
     this.toFlush = new Set();
-    for (const c of conns) c.flushLater();
+    const step = () => {
+      this.flushStep = null;
+      let n = 0;
+      for (let c = conns.next(); !c.done; c = conns.next()) {
+        c.value.flushLater();
+        if (!all && ++n >= REPLY_FLUSH_CHUNK) {
+          this.flushStep = setImmediate(step);
+          return;
+        }
+      }
+    };
+    step();
   }
 
   log(conn: DeviceConnection, level: 'info' | 'warn' | 'error', text: string): void {
