@@ -265,8 +265,10 @@ function workerMain(): void {
     else if (closing !== null) finish();
   };
 
+  let finishing = false;
   const finish = () => {
-    if (!db.open) return;
+    if (!db.open || finishing) return;
+    finishing = true;
     const done = () => {
       db.close();
       reply(closing as number, null);
