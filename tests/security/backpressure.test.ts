@@ -181,6 +181,26 @@ describe('16. backpressure, browsers', () => {
     return s ? pendingBytes(s) : null;
   }
 
+  /**
+   * Waits until `bytes` reports the socket gone (null) and returns the most it held meanwhile;
+   * fails with `what` after `timeoutMs`.
+   */
+  async function peakUntilGone(bytes: () => number | null, timeoutMs: number, what: string): Promise<number> {
+    let peak = 0;
+    await until(
+      () => {
+        const b = bytes();
+        if (b === null) return true;
+        peak = Math.max(peak, b);
+        return false;
+      },
+      timeoutMs,
+      what,
+      20,
+    );
+    return peak;
+  }
+
   /** The TCP socket under a socket.io-client connection (websocket transport). */
   function tcpOf(socket: ClientSocket): { pause(): void; resume(): void } {
     return (socket.io.engine.transport as unknown as { ws: { _socket: { pause(): void; resume(): void } } }).ws._socket;
@@ -242,20 +262,9 @@ describe('16. backpressure, browsers', () => {
     const stream = setInterval(() => {
       for (const c of conns) for (let i = 0; i < 3; i++) c.send({ sensor: 'big', seq: ++seq, pad });
     }, 20);
-    let maxQueued = 0;
     const t0 = Date.now();
     try {
-      await until(
-        () => {
-          const q = queuedBytes(server, slow.id!);
-          if (q === null) return true;
-          maxQueued = Math.max(maxQueued, q);
-          return false;
-        },
-        15_000,
-        'the slow dashboard to be disconnected',
-        50,
-      );
+      const maxQueued = await peakUntilGone(() => queuedBytes(server, slow.id!), 15_000, 'the slow dashboard to be disconnected');
       // Without the cap, the heartbeat would drop it only after ~40 s, holding ~130 MB here.
       expect(Date.now() - t0).toBeLessThan(15_000);
       expect(maxQueued).toBeLessThan(3 * MAX_QUEUED_BYTES);
@@ -336,21 +345,10 @@ describe('16. backpressure, browsers', () => {
     fast.on('fleet:telemetry', (b: unknown[]) => (fastReadings += b.length));
     tcpOf(slow).pause();
     const fleet = await streamFleet(server, ['b1', 'b2', 'b3']);
-    let maxHeld = 0;
     try {
       await until(() => bc.isLagging(slow.id!), 15_000, 'the frozen dashboard to lag', 20);
       const laggingAt = Date.now();
-      await until(
-        () => {
-          const held = heldBytes(server, slow.id!);
-          if (held === null) return true;
-          maxHeld = Math.max(maxHeld, held);
-          return false;
-        },
-        10_000,
-        'the frozen dashboard to be disconnected',
-        20,
-      );
+      const maxHeld = await peakUntilGone(() => heldBytes(server, slow.id!), 10_000, 'the frozen dashboard to be disconnected');
       const after = Date.now() - laggingAt;
       expect(after).toBeGreaterThanOrEqual(1400);
       expect(after).toBeLessThan(5000);
