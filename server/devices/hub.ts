@@ -48,7 +48,6 @@ export class DeviceHub implements ConnectionHost {
   /** Connections holding `stored` replies, and the timer that writes them. */
   private toFlush = new Set<DeviceConnection>();
   private flushTimer: NodeJS.Timeout | null = null;
-  private flushStep: NodeJS.Immediate | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private revalidator: NodeJS.Timeout | null = null;
   /** The token hash each online device proved at its hello, to notice rotation or removal. */
@@ -219,12 +218,11 @@ export class DeviceHub implements ConnectionHost {
     const conns = this.toFlush.values();
     this.toFlush = new Set();
     const step = () => {
-      this.flushStep = null;
       let n = 0;
       for (let c = conns.next(); !c.done; c = conns.next()) {
         c.value.flushLater();
         if (!all && ++n >= REPLY_FLUSH_CHUNK) {
-          this.flushStep = setImmediate(step);
+          setImmediate(step);
           return;
         }
       }
