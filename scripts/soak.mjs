@@ -456,7 +456,7 @@ async function deviceWorker({ port, devices, rate }) {
           this.ready = true;
           onWelcome();
         } else if (m.type === 'error') {
-          if (!(stopping && m.detail === 'server is shutting down')) errors.push(`${this.id}: error ${m.error}${m.detail ? ` (${m.detail})` : ''}`);
+          if (!(stopping && m.error === 'going_away')) errors.push(`${this.id}: error ${m.error}${m.detail ? ` (${m.detail})` : ''}`);
         }
       }
     }

@@ -91,7 +91,7 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
 
   fabric.onReplaced((deviceId, at) => {
     // Only a connection older than the one that replaced it (a device may flap back here).
-    if ((hub.get(deviceId)?.connectedAt ?? Infinity) < at) hub.kick(deviceId, 'protocol', 'replaced by a newer connection of this device');
+    if ((hub.get(deviceId)?.connectedAt ?? Infinity) < at) hub.kick(deviceId, 'going_away', 'replaced by a newer connection of this device');
   });
   hub.events = {
     async online(deviceId, firmware) {

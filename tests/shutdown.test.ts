@@ -54,7 +54,7 @@ describe('graceful shutdown (SIGTERM)', () => {
     const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
     proc.kill('SIGTERM');
     expect(await exited).toBe(0);
-    expect(await device.next((m) => m.type === 'error')).toMatchObject({ error: 'protocol', detail: 'server is shutting down' });
+    expect(await device.next((m) => m.type === 'error')).toMatchObject({ error: 'going_away', detail: 'server is shutting down' });
     await device.waitClosed();
     const storage = await openStorage(loadConfig(env));
     try {

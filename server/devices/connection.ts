@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { decodeLine, encodeLine, Encoding, LineSplitter, MAX_LINE_BYTES } from './codec';
 import { ANON_ID_RE, DeviceMessage, parseDeviceMessage } from './messages';
 
-export type ErrorCode = 'unauthorized' | 'bad_base64' | 'bad_json' | 'line_too_long' | 'rate_limited' | 'protocol';
+export type ErrorCode = 'unauthorized' | 'bad_base64' | 'bad_json' | 'line_too_long' | 'rate_limited' | 'protocol' | 'going_away' | 'unavailable';
 
 /** Limits of one device connection (SPEC §3), with their defaults. */
 export interface ConnectionLimits {
@@ -159,7 +159,7 @@ export class DeviceConnection {
     if (this.state === 'closed') return;
     const { helloTimeoutMs, idleTimeoutMs, drainTimeoutMs } = this.host.limits;
     if (this.state === 'hello' && now - this.connectedAt > helloTimeoutMs) {
-      this.error('unauthorized', 'no hello within 10 s', true);
+      this.error('protocol', 'no hello within 10 s', true);
     } else if (this.pausedAt === 0 && now - this.lastLineAt > idleTimeoutMs) {
       // (While the server is not reading, the silence is not the device's.)
       this.host.log(this, 'info', 'no line for a long time; disconnected');
@@ -276,7 +276,7 @@ export class DeviceConnection {
       })
       .catch((err: Error) => {
         this.host.log(this, 'error', `could not check the device: ${err.message}`);
-        this.error('unauthorized', 'server could not check the token; try again', true);
+        this.error('unavailable', 'server could not check the token; try again', true);
       });
   }
 

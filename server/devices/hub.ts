@@ -102,7 +102,7 @@ export class DeviceHub implements ConnectionHost {
   }
 
   /** Closes the connection of a device (e.g. its token was rotated or it was removed). */
-  kick(deviceId: string, code: 'unauthorized' | 'protocol', detail: string): boolean {
+  kick(deviceId: string, code: 'unauthorized' | 'going_away', detail: string): boolean {
     const c = this.byDevice.get(deviceId);
     if (!c) return false;
     c.error(code, detail, true);
@@ -116,7 +116,7 @@ export class DeviceHub implements ConnectionHost {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushReplies(true);
-    for (const c of this.conns) c.error('protocol', 'server is shutting down', true);
+    for (const c of this.conns) c.error('going_away', 'server is shutting down', true);
     const deadline = Date.now() + 3000;
     while (this.conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of this.conns) c.destroy('shutdown');
@@ -151,7 +151,7 @@ export class DeviceHub implements ConnectionHost {
     this.byDevice.set(id, conn);
     if (previous && previous !== conn) {
       this.log(previous, 'warn', 'replaced by a new connection of the same device');
-      previous.error('protocol', 'replaced by a newer connection of this device', true);
+      previous.error('going_away', 'replaced by a newer connection of this device', true);
     }
     this.logger.info({ device: id, remote: conn.remoteAddress }, 'device online');
     this.log(conn, 'info', `connected from ${conn.remoteAddress}${firmware ? ` (firmware ${firmware})` : ''}`);

@@ -132,6 +132,14 @@ export class SimulatedDevice {
           process.exitCode = 1;
           return;
         }
+        if (m.error === 'going_away') {
+          this.log(`the server is closing this connection (${String(m.detail ?? 'going away')}); reconnecting after a pause`);
+          return;
+        }
+        if (m.error === 'unavailable') {
+          this.log(`the server could not check this device just now (${String(m.detail ?? 'unavailable')}); retrying with backoff`);
+          return;
+        }
         this.log(`server error: ${String(m.error)}${m.detail ? ` (${String(m.detail)})` : ''}`);
         return;
       case 'fromservertonode':

@@ -188,7 +188,7 @@ describeCluster('several instances on Redis', () => {
     const second = await RawDevice.hello(b!.devicePort, 'esp-m', token);
     // B claims the device in Redis, then tells A to close its stale connection (the `replaced`
     // notice); the offline A announces is corrected at once.
-    expect(await first.next((m) => m.type === 'error')).toMatchObject({ error: 'protocol', detail: 'replaced by a newer connection of this device' });
+    expect(await first.next((m) => m.type === 'error')).toMatchObject({ error: 'going_away', detail: 'replaced by a newer connection of this device' });
     await first.waitClosed();
     await waitFor('A to let go of it', async () => a!.app.hub.get('esp-m') === undefined);
     // A command sent through A now goes to the new connection on B.

@@ -44,7 +44,7 @@ describe('14. slowloris and idle connections', () => {
     } finally {
       clearInterval(trickle);
     }
-    expect(await silent.next((m) => m.type === 'error', 100)).toMatchObject({ error: 'unauthorized', detail: 'no hello within 10 s' });
+    expect(await silent.next((m) => m.type === 'error', 100)).toMatchObject({ error: 'protocol', detail: 'no hello within 10 s' });
     await until(() => server.app.hub.connectionCount === 0, 2000, 'the server to forget the connections');
   }, 20_000);
 

@@ -21,7 +21,7 @@ describe('17. duplicate device id and token rotation', () => {
     socket.on('device:status', (s: { deviceId: string; online: boolean }) => s.deviceId === 'esp-1' && statuses.push(s));
     const first = await RawDevice.hello(server.devicePort, 'esp-1', token);
     const second = await RawDevice.hello(server.devicePort, 'esp-1', token);
-    expect(await first.next((m) => m.type === 'error')).toEqual({ type: 'error', error: 'protocol', detail: 'replaced by a newer connection of this device' });
+    expect(await first.next((m) => m.type === 'error')).toEqual({ type: 'error', error: 'going_away', detail: 'replaced by a newer connection of this device' });
     await first.waitClosed();
     await sleep(200);
     expect(statuses.length).toBeGreaterThan(0);
