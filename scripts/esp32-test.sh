@@ -9,4 +9,4 @@ make -C esp32 host test
 if command -v valgrind >/dev/null 2>&1; then
   make -C esp32 valgrind >/dev/null && echo "valgrind: no leaks or memory errors"
 fi
-ESP32_HOST_REQUIRED=1 npx jest tests/esp32.int.test.ts
+ESP32_HOST_REQUIRED=1 npx jest tests/esp32/host.int.test.ts

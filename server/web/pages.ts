@@ -1,7 +1,8 @@
 import { Request, Router } from 'express';
 import type { Config } from '../config';
 import type { Fabric } from '../cluster/fabric';
-import { addDevice, firmwareSnippet, InputError, removeDevice, rotateDeviceToken, simulateLine } from '../devices/admin';
+import { addDevice, InputError, removeDevice, rotateDeviceToken } from '../devices/admin';
+import { firmwareSnippet, simulateLine } from '../devices/snippet';
 import { addUser, removeUser, setRole } from '../auth/users';
 import { csrfToken, requireLogin, requireRole, roleAtLeast } from '../auth/session';
 import { deviceView, DeviceView } from '../realtime/events';

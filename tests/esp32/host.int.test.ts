@@ -9,9 +9,9 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { addDevice, ClientSocket, connectSocket, createUserAndLogin, emitAck, startServer, TestServer } from './support/server';
+import { addDevice, ClientSocket, connectSocket, createUserAndLogin, emitAck, startServer, TestServer } from '../support/server';
 
-const ROOT = path.resolve(__dirname, '..');
+const ROOT = path.resolve(__dirname, '../..');
 const HOST_BIN = path.join(ROOT, 'esp32', 'build', 'sockpit-device-host');
 const CLI = path.join(ROOT, 'bin', 'sockpit.js');
 const built = fs.existsSync(HOST_BIN);
