@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 
 /** Every setting sockpit reads, parsed once at start (SPEC §1). Nothing else reads process.env. */
@@ -13,6 +14,10 @@ export interface Config {
   trustProxy: boolean;
   allowAnonymousDevices: boolean;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** `pretty`: readable lines and a start banner for a person at a terminal; `json`: pino JSON for machines. */
+  logFormat: 'pretty' | 'json';
+  /** The address devices dial (a host name or IP, no port), shown in the firmware snippet; null: worked out per request. */
+  devicePublicHost: string | null;
   /** Seconds a queued command waits for its device before it is `expired`. */
   commandTtlS: number;
   /** Seconds a sent command waits for its ack before it is `timeout`. */
@@ -50,6 +55,7 @@ export class ConfigError extends Error {
 type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const LOG_FORMATS = ['pretty', 'json'] as const;
 
 function str(env: Env, name: string): string | undefined {
   const v = env[name];
@@ -93,11 +99,32 @@ function url(env: Env, name: string, protocols: string[]): string | null {
   return v;
 }
 
-/** Parses settings from an environment; throws ConfigError naming the first bad setting. */
-export function loadConfig(env: Env = process.env): Config {
+const DNS_LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+const DNS_NAME = new RegExp(`^(?=.{1,253}$)${DNS_LABEL}(?:\\.${DNS_LABEL})*\\.?$`);
+
+/** A host name or IP address a device can dial: no scheme, no port, no path. IPv6 is kept without brackets. */
+function hostName(env: Env, name: string): string | null {
+  const v = str(env, name);
+  if (v === undefined) return null;
+  const bare = v.replace(/^\[(.*)\]$/, '$1');
+  if (net.isIP(bare) !== 0) return bare;
+  if (DNS_NAME.test(v) && !/^[\d.]+$/.test(v)) return v;
+  const hint = /:\/\//.test(v) ? ' (no http:// or other scheme)' : /:\d+$/.test(v) ? ' (no port: devices use DEVICE_PORT)' : '';
+  throw new ConfigError(name, `must be a host name or IP address, like 192.168.1.20 or sockpit.lan${hint}, got "${v}"`);
+}
+
+/**
+ * Parses settings from an environment; throws ConfigError naming the first bad setting.
+ * `stdoutIsTTY` picks LOG_FORMAT's default: readable lines for a person, JSON for everything else.
+ */
+export function loadConfig(env: Env = process.env, opts: { stdoutIsTTY?: boolean } = {}): Config {
   const logLevel = (str(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+  const logFormat = (str(env, 'LOG_FORMAT') ?? (opts.stdoutIsTTY ? 'pretty' : 'json')).toLowerCase();
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    throw new ConfigError('LOG_FORMAT', `must be one of ${LOG_FORMATS.join(', ')}, got "${logFormat}"`);
   }
   const publicOrigin = url(env, 'PUBLIC_ORIGIN', ['http:', 'https:']);
   if (publicOrigin !== null && new URL(publicOrigin).origin !== publicOrigin.replace(/\/$/, '')) {
@@ -121,6 +148,8 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: bool(env, 'TRUST_PROXY', false),
     allowAnonymousDevices: bool(env, 'ALLOW_ANONYMOUS_DEVICES', false),
     logLevel: logLevel as Config['logLevel'],
+    logFormat: logFormat as Config['logFormat'],
+    devicePublicHost: hostName(env, 'DEVICE_PUBLIC_HOST'),
     commandTtlS: int(env, 'COMMAND_TTL_S', 60, 1, 86400),
     commandTimeoutS: int(env, 'COMMAND_TIMEOUT_S', 10, 1, 3600),
     sessionIdleMin: int(env, 'SESSION_IDLE_MIN', 30, 1, 7 * 24 * 60),
