@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { Request, Router } from 'express';
 import type { Config } from '../config';
 import type { Fabric } from '../cluster/fabric';
@@ -7,6 +8,7 @@ import { addUser, removeUser, setRole } from '../auth/users';
 import { csrfToken, requireLogin, requireRole, roleAtLeast } from '../auth/session';
 import { deviceView, DeviceView } from '../realtime/events';
 import type { Storage } from '../storage';
+import { chooseDeviceHost, DeviceHostChoice } from './device-host';
 
 export interface PageDeps {
   config: Config;
@@ -23,10 +25,14 @@ export async function fleetViews(storage: Storage, fabric: Fabric, ids?: string[
   return devices.map((d) => deviceView(d, presence.get(d.id)));
 }
 
-/** The host name devices should dial, as the browser sees this server. */
-function deviceHost(req: Request, config: Config): string {
-  if (config.publicOrigin) return new URL(config.publicOrigin).hostname;
-  return (req.hostname || '127.0.0.1').replace(/^\[|\]$/g, '');
+/** The host the browser used to reach this page (without brackets), or null. */
+function browserHost(req: Request): string | null {
+  return req.hostname ? req.hostname.replace(/^\[(.*)\]$/, '$1') : null;
+}
+
+/** The address a real device should dial (server/web/device-host.ts). */
+function deviceHost(req: Request, config: Config): DeviceHostChoice {
+  return chooseDeviceHost({ configured: config.devicePublicHost, browserHost: browserHost(req), interfaces: os.networkInterfaces() });
 }
 
 /** The dashboard, the device page and the admin pages (SPEC §5). */
@@ -52,8 +58,24 @@ export function pageRoutes(deps: PageDeps): Router {
     created: extra.created ?? null,
   });
   const created = (req: Request, id: string, name: string, token: string) => {
-    const host = deviceHost(req, config);
-    return { id, name, token, snippet: firmwareSnippet(id, token, host, config.devicePort), simulate: simulateLine(id, token, host, config.devicePort) };
+    const device = deviceHost(req, config);
+    // The simulator runs where the person is, so it dials the address their browser just used
+    // (loopback included); DEVICE_PUBLIC_HOST wins when set, as for any device.
+    const simHost = config.devicePublicHost ?? browserHost(req) ?? device.host;
+    const hostHint =
+      device.source === 'network'
+        ? `This browser reaches sockpit as ${browserHost(req) ?? 'localhost'}, which a device cannot use, so the config names this computer's network address, ${device.host}. If devices reach it by another address, set DEVICE_PUBLIC_HOST.`
+        : null;
+    return {
+      id,
+      name,
+      token,
+      host: device.host,
+      hostWarning: device.warning,
+      hostHint,
+      snippet: firmwareSnippet(id, token, device.host, config.devicePort),
+      simulate: simulateLine(id, token, simHost, config.devicePort),
+    };
   };
 
   r.get('/admin/devices', requireRole('admin'), async (req, res) => {
