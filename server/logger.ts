@@ -1,14 +1,31 @@
 import pino, { Logger } from 'pino';
+import pretty from 'pino-pretty';
 import type { Config } from './config';
 
-/** Structured JSON logs (pino) on stdout. */
-export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
+type LoggerConfig = Pick<Config, 'logLevel'> & Partial<Pick<Config, 'logFormat'>>;
+
+/**
+ * pino on stdout (or `destination`): JSON lines by default, readable lines when `logFormat` is
+ * `pretty`. Redaction runs in pino before either format sees a line, so tokens and passwords are
+ * censored in both.
+ */
+export function createLogger(config: LoggerConfig, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
+    level: config.logLevel,
+    base: { app: 'sockpit' },
+    redact: { paths: ['token', 'password', '*.token', '*.password', 'req.headers.cookie'], censor: '[redacted]' },
+  };
+  if (config.logFormat !== 'pretty') return pino(options, destination);
+  // Synchronous, in this thread: a person reading a terminal does not need a worker, and the last
+  // lines before an exit are not lost. Colours follow the terminal (and NO_COLOR / FORCE_COLOR).
   return pino(
-    {
-      level: config.logLevel,
-      base: { app: 'sockpit' },
-      redact: { paths: ['token', 'password', '*.token', '*.password', 'req.headers.cookie'], censor: '[redacted]' },
-    },
-    destination,
+    options,
+    pretty({
+      sync: true,
+      singleLine: true,
+      translateTime: 'SYS:HH:MM:ss',
+      ignore: 'pid,hostname,app',
+      ...(destination ? { destination } : {}),
+    }),
   );
 }

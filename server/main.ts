@@ -1,11 +1,29 @@
-import { createApp } from './app';
-import { ConfigError, loadConfig } from './config';
+import os from 'node:os';
+import { App, createApp } from './app';
+import { bannerText, BannerInfo } from './banner';
+import { Config, ConfigError, loadConfig } from './config';
+import { chooseDeviceHost, isLoopbackHost } from './web/device-host';
+
+/** What the start banner says, from the settings and the ports actually bound. */
+async function bannerInfo(app: App, config: Config, ports: { httpPort: number; devicePort: number }): Promise<BannerInfo> {
+  const bindAll = config.host === '0.0.0.0' || config.host === '::' || config.host === '[::]';
+  const loopbackOnly = !bindAll && isLoopbackHost(config.host);
+  const local = bindAll || loopbackOnly ? 'localhost' : config.host.includes(':') && !config.host.startsWith('[') ? `[${config.host}]` : config.host;
+  const httpUrl = config.publicOrigin ?? `http://${local}:${ports.httpPort}`;
+  let deviceHost: string | null = null;
+  if (!loopbackOnly) {
+    const choice = chooseDeviceHost({ configured: config.devicePublicHost, browserHost: bindAll ? null : config.host, interfaces: os.networkInterfaces() });
+    deviceHost = choice.source === 'placeholder' ? null : choice.host;
+  }
+  const setupPending = (await app.storage.countUsers().catch(() => 1)) === 0;
+  return { httpUrl, setupPending, devicePort: ports.devicePort, deviceHost, loopbackOnly };
+}
 
 /** Entry point: parse settings, listen, handle signals. Everything else lives in createApp. */
 async function main(): Promise<void> {
   let config;
   try {
-    config = loadConfig(process.env);
+    config = loadConfig(process.env, { stdoutIsTTY: process.stdout.isTTY === true });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`sockpit: bad setting ${err.message}\n`);
@@ -14,7 +32,12 @@ async function main(): Promise<void> {
     throw err;
   }
   const app = await createApp(config);
-  await app.listen();
+  const ports = await app.listen();
+  const info = await bannerInfo(app, config, ports);
+  // A person at a terminal gets the banner; machines (LOG_FORMAT=json) already have the
+  // `sockpit listening` line, plus one line when the owner account is still to be made.
+  if (config.logFormat === 'pretty') process.stdout.write(bannerText(info));
+  else if (info.setupPending) app.log.info({ url: `${info.httpUrl}/setup` }, 'no user yet: open /setup to create the owner account');
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
