@@ -1,9 +1,12 @@
 // Dashboard: the fleet grid. First paint comes from the server; the socket keeps it live.
+// Operators and admins get a "Send Action to Node" button on every card, with that command's live
+// status beside it (one click listener for the grid, one `command:status` listener for the page).
 import { setTime } from '../lib/clock';
+import { newerCommand, renderCommandStatus } from '../lib/command';
 import { $, $$, clear, flash, h, setText } from '../lib/dom';
 import { entries, formatValue } from '../lib/format';
-import { request, type AppSocket } from '../lib/socket';
-import type { DeviceView } from '../lib/types';
+import { errorText, request, type AppSocket } from '../lib/socket';
+import type { CommandView, DeviceView } from '../lib/types';
 
 const MAX_READINGS = 6;
 
@@ -16,14 +19,99 @@ export function dashboardPage(socket: AppSocket): void {
   const filter = $<HTMLInputElement>('#device-filter');
   const noMatch = $('#no-match');
   const devices = new Map<string, DeviceView>();
+  // Cards by device id; the server-rendered ones first.
+  const cards = new Map<string, HTMLElement>();
+  for (const el of $$('.device-card', grid)) if (el.dataset.deviceId) cards.set(el.dataset.deviceId, el);
+  const cardOf = (id: string): HTMLElement | undefined => cards.get(id);
 
-  const cardOf = (id: string): HTMLElement | undefined =>
-    $$('.device-card', grid).find((el) => el.dataset.deviceId === id);
+  // Commands this page sent from a card: command id -> device id, and each card's current one.
+  const commandDevice = new Map<string, string>();
+  const cardCommand = new Map<string, CommandView>();
+  // Status events can overtake the acknowledgement of `command:send`; while a send is in flight,
+  // keep the events of commands not yet known, so the ack finds how far its command already got.
+  let sending = 0;
+  const early = new Map<string, CommandView>();
 
+  let cardSerial = 0;
   function newCard(): HTMLElement {
     const frag = template!.content.cloneNode(true) as DocumentFragment;
     const el = frag.firstElementChild as HTMLElement;
+    // The button is described by the device's name (screen readers: "Send Action to Node, Kitchen").
+    const link = $('[data-field="name"]', el);
+    const button = $('button[data-action]', el);
+    if (link && button) {
+      link.id = `card-name-new-${++cardSerial}`;
+      button.setAttribute('aria-describedby', link.id);
+    }
     return el;
+  }
+
+  function actionButton(card: HTMLElement): HTMLButtonElement | null {
+    return $<HTMLButtonElement>('button[data-action="togglerele"]', card);
+  }
+
+  function updateButton(card: HTMLElement): void {
+    const button = actionButton(card);
+    if (button) button.disabled = !socket.connected || card.dataset.sending === 'true';
+  }
+
+  function renderCommand(card: HTMLElement, c: CommandView | null): void {
+    const slot = $('[data-field="command"]', card);
+    if (slot) renderCommandStatus(slot, c);
+  }
+
+  function showCommandError(card: HTMLElement, message: string | null): void {
+    const el = $('[data-field="command-error"]', card);
+    if (!el) return;
+    setText(el, message ?? '');
+    el.hidden = !message;
+  }
+
+  /** A status for a command this page sent: shown on its card if it is still the card's latest. */
+  function onCommand(c: CommandView): void {
+    const deviceId = commandDevice.get(c.id);
+    if (deviceId === undefined) {
+      if (sending > 0) early.set(c.id, newerCommand(early.get(c.id), c));
+      return;
+    }
+    const current = cardCommand.get(deviceId);
+    if (!current || current.id !== c.id) return;
+    const kept = newerCommand(current, c);
+    cardCommand.set(deviceId, kept);
+    const card = cardOf(deviceId);
+    if (card) renderCommand(card, kept);
+  }
+
+  async function sendAction(card: HTMLElement): Promise<void> {
+    const deviceId = card.dataset.deviceId;
+    if (!deviceId || card.dataset.sending === 'true') return;
+    card.dataset.sending = 'true';
+    sending++;
+    updateButton(card);
+    showCommandError(card, null);
+    $('[data-field="command"]', card)?.setAttribute('aria-busy', 'true');
+    try {
+      const res = await request(socket, 'command:send', { deviceId, action: 'togglerele' });
+      if (!res.ok) {
+        showCommandError(card, errorText(res.error));
+        $('[data-field="command"]', card)?.setAttribute('aria-busy', 'false');
+        renderCommand(card, cardCommand.get(deviceId) ?? null);
+        return;
+      }
+      const previous = cardCommand.get(deviceId);
+      if (previous) commandDevice.delete(previous.id);
+      const c = newerCommand(early.get(res.command.id), res.command);
+      commandDevice.set(c.id, deviceId);
+      cardCommand.set(deviceId, c);
+      // The card may have been replaced while we waited (a fleet refresh keeps cards, a removal does not).
+      const now = cardOf(deviceId);
+      if (now) renderCommand(now, c);
+    } finally {
+      sending--;
+      if (sending === 0) early.clear();
+      delete card.dataset.sending;
+      updateButton(card);
+    }
   }
 
   function renderReadings(card: HTMLElement, d: DeviceView, fresh: boolean): void {
@@ -69,6 +157,7 @@ export function dashboardPage(socket: AppSocket): void {
       fw.hidden = !d.firmware;
     }
     renderReadings(card, d, fresh);
+    updateButton(card);
   }
 
   function sortKey(d: DeviceView): string {
@@ -104,12 +193,25 @@ export function dashboardPage(socket: AppSocket): void {
     const keep = new Set<HTMLElement>();
     for (const d of sorted) {
       devices.set(d.id, d);
-      const card = cardOf(d.id) ?? newCard();
+      let card = cardOf(d.id);
+      if (!card) {
+        card = newCard();
+        cards.set(d.id, card);
+        const c = cardCommand.get(d.id);
+        if (c) renderCommand(card, c);
+      }
       fill(card, d);
       grid!.append(card); // moves existing cards into sorted order
       keep.add(card);
     }
     for (const card of $$('.device-card', grid!)) if (!keep.has(card)) card.remove();
+    for (const [id, card] of cards) {
+      if (keep.has(card)) continue;
+      cards.delete(id);
+      const c = cardCommand.get(id);
+      if (c) commandDevice.delete(c.id);
+      cardCommand.delete(id);
+    }
     updateSummary();
   }
 
@@ -132,7 +234,15 @@ export function dashboardPage(socket: AppSocket): void {
     }, wait);
   }
 
-  socket.on('connect', () => void refresh());
+  const updateButtons = () => {
+    for (const card of cards.values()) updateButton(card);
+  };
+  socket.on('connect', () => {
+    updateButtons();
+    void refresh();
+  });
+  socket.on('disconnect', updateButtons);
+  socket.on('command:status', onCommand);
 
   socket.on('device:status', (s) => {
     const d = devices.get(s.deviceId);
@@ -174,10 +284,19 @@ export function dashboardPage(socket: AppSocket): void {
 
   filter?.addEventListener('input', applyFilter);
 
-  // A click anywhere on a card opens the device, unless the user is selecting text.
+  // One listener for every card: its button sends the action; a click anywhere else on a card
+  // opens the device, unless the user is selecting text. The action row itself never navigates
+  // (a click just beside the button should not leave the page).
   grid.addEventListener('click', (ev) => {
     const target = ev.target as Element | null;
-    if (!target || target.closest('a, button, input, select, textarea')) return;
+    if (!target) return;
+    const button = target.closest<HTMLButtonElement>('button[data-action="togglerele"]');
+    if (button) {
+      const card = button.closest<HTMLElement>('.device-card');
+      if (card && !button.disabled) void sendAction(card);
+      return;
+    }
+    if (target.closest('a, button, input, select, textarea, .device-card__action')) return;
     const card = target.closest<HTMLElement>('.device-card');
     const link = card ? $<HTMLAnchorElement>('.device-card__link', card) : null;
     if (!link || (window.getSelection()?.toString() ?? '') !== '') return;

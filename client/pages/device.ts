@@ -1,19 +1,15 @@
 // Device page: header, "Send Action to Node", changesetting, commands, live log, chart, latest reading.
 import { TelemetryChart } from '../lib/chart';
 import { setTime } from '../lib/clock';
+import { commandDetail, newerCommand, renderCommandStatus, statusPill } from '../lib/command';
 import { $, clear, flash, h, setText } from '../lib/dom';
-import { clockTime, absTime, entries, formatResult, formatValue } from '../lib/format';
+import { clockTime, absTime, entries, formatValue } from '../lib/format';
 import { errorText, request, type AppSocket } from '../lib/socket';
 import type { CommandView, DeviceView, LogEntry, SettingValue, TelemetryPoint } from '../lib/types';
 
 const MAX_LOG = 200;
 const MAX_COMMANDS = 50;
 const HISTORY_LIMIT = 2000;
-const FINAL = new Set(['acked', 'failed', 'timeout', 'expired']);
-
-function rank(c: CommandView): number {
-  return c.status === 'queued' ? 0 : c.status === 'sent' ? 1 : 2;
-}
 
 /** Parse a setting value: numbers when numeric, true/false as booleans, otherwise the string. */
 export function parseSettingValue(raw: string): SettingValue {
@@ -32,33 +28,6 @@ function paramsText(params: Record<string, unknown> | null): string {
   return entries(params)
     .map(([k, v]) => `${k} = ${formatValue(v)}`)
     .join(', ');
-}
-
-function statusPill(status: string): HTMLElement {
-  return h('span', { class: `status status--${status}`, 'data-status': status }, status);
-}
-
-/** Fill a status slot (pill + detail) for one command. */
-function renderCommandStatus(slot: HTMLElement, c: CommandView | null): void {
-  const pill = $('.status', slot);
-  const detail = $('.cmd-detail', slot);
-  if (!pill) return;
-  if (!c) {
-    pill.hidden = true;
-    if (detail) detail.hidden = true;
-    return;
-  }
-  pill.hidden = false;
-  pill.className = `status status--${c.status}`;
-  pill.dataset.status = c.status;
-  setText(pill, c.status);
-  slot.setAttribute('aria-busy', FINAL.has(c.status) ? 'false' : 'true');
-  if (detail) {
-    const text = c.status === 'acked' ? formatResult(c.result) : c.error || formatResult(c.result);
-    setText(detail, text);
-    detail.title = `${c.action} · ${absTime(c.updatedAt)}`;
-    detail.hidden = text === '';
-  }
 }
 
 function showError(el: HTMLElement | null, message: string | null): void {
@@ -134,10 +103,9 @@ export function devicePage(socket: AppSocket): void {
 
   // ---- commands -----------------------------------------------------------------------------
   function mergeCommand(c: CommandView): CommandView {
-    const prev = commands.get(c.id);
-    if (prev && (rank(prev) > rank(c) || (rank(prev) === rank(c) && prev.updatedAt > c.updatedAt))) return prev;
-    commands.set(c.id, c);
-    return c;
+    const kept = newerCommand(commands.get(c.id), c);
+    commands.set(c.id, kept);
+    return kept;
   }
 
   function renderCommands(): void {
@@ -146,7 +114,7 @@ export function devicePage(socket: AppSocket): void {
     for (const c of commands.values()) if (!list.includes(c)) commands.delete(c.id);
     clear(commandList);
     for (const c of list) {
-      const detail = c.status === 'acked' ? formatResult(c.result) : c.error || formatResult(c.result);
+      const detail = commandDetail(c);
       const params = paramsText(c.params);
       commandList.append(
         h(

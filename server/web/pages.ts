@@ -42,7 +42,7 @@ export function pageRoutes(deps: PageDeps): Router {
   const base = (req: Request, title: string) => ({ title, user: req.user ?? null, csrfToken: csrfToken(req) });
 
   r.get('/', requireLogin, async (req, res) => {
-    res.render('dashboard', { ...base(req, 'Devices'), devices: await fleetViews(storage, fabric) });
+    res.render('dashboard', { ...base(req, 'Devices'), devices: await fleetViews(storage, fabric), canAct: roleAtLeast(req.user!.role, 'operator') });
   });
 
   r.get('/devices/:id', requireLogin, async (req, res, next) => {
