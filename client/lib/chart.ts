@@ -16,6 +16,21 @@ function compactNumber(v: number): string {
   return formatNumber(v);
 }
 
+/** The narrowest time window the chart shows, in seconds. */
+export const MIN_WINDOW_S = 5 * 60;
+
+/**
+ * The time axis range for readings from `first` to `last` (unix seconds). A few readings would
+ * leave uPlot guessing (it spreads a lone one over years); instead the chart shows at least the
+ * last MIN_WINDOW_S, ending now while the readings are fresh, and grows with the data beyond that.
+ */
+export function timeWindow(first: number | null, last: number | null, now: number): uPlot.Range.MinMax {
+  if (first === null || last === null || !Number.isFinite(first) || !Number.isFinite(last)) return [now - MIN_WINDOW_S, now];
+  const fresh = now - last <= MIN_WINDOW_S;
+  const hi = fresh ? Math.max(last, now) : last;
+  return [Math.min(first, hi - MIN_WINDOW_S), hi];
+}
+
 function cssVar(name: string, fallback: string): string {
   const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   return v || fallback;
@@ -145,13 +160,17 @@ export class TelemetryChart {
         ticks: { stroke: gridColor, width: 1 },
       });
     });
-    // A lone point would stretch the time axis over years; show a few minutes around it instead.
-    const scales: uPlot.Scales = {
-      x: {
-        time: true,
-        range: (_u: uPlot, min: number, max: number): uPlot.Range.MinMax => (max - min < 1 ? [min - 60, max + 60] : [min, max]),
-      },
+    // uPlot stretches a lone reading over 1000 days; whenever the requested range holds all the
+    // readings (first draw, new data, double-click) the chart picks the window itself. A range
+    // inside the data is a drag-to-zoom and stays as it is.
+    const xRange = (_u: uPlot, min: number | null, max: number | null): uPlot.Range.MinMax => {
+      const first = this.xs[0];
+      const last = this.xs[this.xs.length - 1];
+      if (first === undefined || last === undefined) return timeWindow(null, null, Date.now() / 1000);
+      if (min === null || max === null || (min <= first && max >= last)) return timeWindow(first, last, Date.now() / 1000);
+      return [min, max];
     };
+    const scales: uPlot.Scales = { x: { time: true, range: xRange } };
     this.keys.forEach((_k, i) => {
       scales[`f${i}`] = { auto: true };
     });
@@ -183,6 +202,16 @@ export class TelemetryChart {
             return shown === null || shown === undefined ? '—' : formatNumber(shown);
           },
         })),
+      ],
+    };
+    // The shown time range, for people reading the page's source and for the browser tests.
+    opts.hooks = {
+      setScale: [
+        (u: uPlot, key: string) => {
+          if (key !== 'x') return;
+          this.container.dataset.xMin = String(u.scales.x!.min);
+          this.container.dataset.xMax = String(u.scales.x!.max);
+        },
       ],
     };
     this.plot = new uPlot(opts, this.data(), this.container);
