@@ -1,6 +1,7 @@
 import { Generated, Kysely, Migrator, Selectable, sql } from 'kysely';
 import { migrations } from './migrations';
 import {
+  ApiKey,
   Command,
   CommandPatch,
   CommandStatus,
@@ -9,6 +10,7 @@ import {
   Role,
   Storage,
   TelemetryPoint,
+  TelemetryRange,
   TelemetryRow,
   User,
 } from './types';
@@ -43,7 +45,21 @@ export interface DB {
     sent_by_user_id: number | null;
   };
   sessions: { sid: string; data: string; expires_at: number };
+  api_keys: {
+    id: string;
+    user_id: number;
+    name: string;
+    role: string;
+    key_hash: string;
+    created_at: number;
+    last_used_at: number | null;
+  };
 }
+
+/** Rows per query of a telemetry range (each reading is at most 16 KiB). */
+const RANGE_PAGE_ROWS = 1000;
+/** Rows per query of the key pass over a range (only the keys come back). */
+const KEYS_PAGE_ROWS = 5000;
 
 /** Stored JSON columns are only ever written by us, but a damaged value must not crash a page. */
 function parseJson<T>(text: string | null): T | null {
@@ -87,6 +103,18 @@ function toCommand(r: Selectable<DB['commands']>): Command {
     sentAt: r.sent_at === null ? null : Number(r.sent_at),
     sentBy: r.sent_by,
     sentByUserId: r.sent_by_user_id === null ? null : Number(r.sent_by_user_id),
+  };
+}
+
+function toApiKey(r: Selectable<DB['api_keys']> & { username: string | null }): ApiKey {
+  return {
+    id: r.id,
+    userId: Number(r.user_id),
+    username: r.username,
+    name: r.name,
+    role: r.role as Role,
+    createdAt: Number(r.created_at),
+    lastUsedAt: r.last_used_at === null ? null : Number(r.last_used_at),
   };
 }
 
@@ -259,6 +287,112 @@ export abstract class KyselyStorage implements Storage {
     let q = this.db.selectFrom('telemetry').select((eb) => eb.fn.countAll<number>().as('n'));
     if (deviceId !== undefined) q = q.where('device_id', '=', deviceId);
     return Number((await q.executeTakeFirstOrThrow()).n);
+  }
+
+  /** Telemetry of a device in a range, after the keyset cursor (ts, id) when given. */
+  private rangeQuery(deviceId: string, range: TelemetryRange, after: { ts: number; id: number } | null) {
+    const q = this.db.selectFrom('telemetry').where('device_id', '=', deviceId).where('ts', '<=', range.to);
+    if (!after) return q.where('ts', '>=', range.from);
+    return q
+      .where('ts', '>=', Math.max(range.from, after.ts))
+      .where((eb) => eb.or([eb('ts', '>', after.ts), eb('id', '>', after.id)]));
+  }
+
+  async *telemetryRange(deviceId: string, range: TelemetryRange, pageSize = RANGE_PAGE_ROWS): AsyncGenerator<TelemetryPoint[]> {
+    let after: { ts: number; id: number } | null = null;
+    let left = range.limit;
+    while (left > 0) {
+      const n = Math.min(pageSize, left);
+      const rows: { id: number; ts: number; data: string }[] = await this.rangeQuery(deviceId, range, after)
+        .select(['id', 'ts', 'data'])
+        .orderBy('ts')
+        .orderBy('id')
+        .limit(n)
+        .execute();
+      if (rows.length === 0) return;
+      left -= rows.length;
+      const last = rows[rows.length - 1]!;
+      after = { ts: Number(last.ts), id: Number(last.id) };
+      yield rows.map((r) => ({ ts: Number(r.ts), data: parseJson<Record<string, unknown>>(r.data) ?? {} }));
+      if (rows.length < n) return;
+    }
+  }
+
+  async telemetryKeys(deviceId: string, range: TelemetryRange, maxKeys: number): Promise<string[] | null> {
+    const keys = new Set<string>();
+    let after: { ts: number; id: number } | null = null;
+    let left = range.limit;
+    // Page by page, so no single query holds the SQLite thread for long; only keys come back.
+    while (left > 0) {
+      const n = Math.min(KEYS_PAGE_ROWS, left);
+      const end: { ts: number; id: number } | undefined = await this.rangeQuery(deviceId, range, after)
+        .select(['ts', 'id'])
+        .orderBy('ts')
+        .orderBy('id')
+        .limit(1)
+        .offset(n - 1)
+        .executeTakeFirst();
+      const page = this.rangeQuery(deviceId, range, after).select('data').orderBy('ts').orderBy('id').limit(n);
+      const res =
+        this.kind === 'sqlite'
+          ? await sql<{ key: string }>`select distinct j.key as key from (${page}) t, json_each(t.data) j where json_valid(t.data) and json_type(t.data) = 'object'`.execute(this.db)
+          : await sql<{ key: string }>`select distinct k as key from (${page}) t cross join lateral json_object_keys(case when json_typeof(t.data::json) = 'object' then t.data::json else '{}'::json end) k`.execute(this.db);
+      for (const r of res.rows) {
+        keys.add(String(r.key));
+        if (keys.size > maxKeys) return null;
+      }
+      if (!end) break;
+      left -= n;
+      after = { ts: Number(end.ts), id: Number(end.id) };
+    }
+    return [...keys].sort();
+  }
+
+  async createApiKey(k: { id: string; userId: number; name: string; role: Role; keyHash: string }): Promise<ApiKey> {
+    const row = { id: k.id, user_id: k.userId, name: k.name, role: k.role, key_hash: k.keyHash, created_at: Date.now(), last_used_at: null };
+    try {
+      await this.db.insertInto('api_keys').values(row).execute();
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new DuplicateError(`api key ${k.id}`);
+      throw err;
+    }
+    return (await this.getApiKey(k.id))!;
+  }
+
+  private apiKeys() {
+    return this.db
+      .selectFrom('api_keys')
+      .leftJoin('users', 'users.id', 'api_keys.user_id')
+      .selectAll('api_keys')
+      .select('users.username as username');
+  }
+
+  async getApiKey(id: string): Promise<ApiKey | null> {
+    const r = await this.apiKeys().where('api_keys.id', '=', id).executeTakeFirst();
+    return r ? toApiKey(r) : null;
+  }
+
+  async getApiKeyByHash(keyHash: string): Promise<ApiKey | null> {
+    const r = await this.apiKeys().where('api_keys.key_hash', '=', keyHash).executeTakeFirst();
+    return r ? toApiKey(r) : null;
+  }
+
+  async listApiKeys(userId?: number): Promise<ApiKey[]> {
+    const rows = await this.apiKeys()
+      .$if(userId !== undefined, (q) => q.where('api_keys.user_id', '=', userId!))
+      .orderBy('api_keys.created_at')
+      .orderBy('api_keys.id')
+      .execute();
+    return rows.map(toApiKey);
+  }
+
+  async deleteApiKey(id: string): Promise<boolean> {
+    const r = await this.db.deleteFrom('api_keys').where('id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+
+  async touchApiKey(id: string, lastUsedAt: number): Promise<void> {
+    await this.db.updateTable('api_keys').set({ last_used_at: lastUsedAt }).where('id', '=', id).execute();
   }
 
   async insertCommand(c: Command): Promise<void> {

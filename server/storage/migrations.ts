@@ -74,6 +74,22 @@ export function migrations(engine: Engine): MigrationProvider {
         await db.schema.createIndex('sessions_expires').on('sessions').column('expires_at').execute();
       },
     },
+    '0002_api_keys': {
+      // API keys of docs/api.md: only a SHA-256 of each key is kept.
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('api_keys')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', 'bigint', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('last_used_at', 'bigint')
+          .execute();
+        await db.schema.createIndex('api_keys_user').on('api_keys').column('user_id').execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

@@ -53,6 +53,25 @@ export interface Command {
 }
 
 export type CommandPatch = Partial<Pick<Command, 'status' | 'result' | 'error' | 'sentAt'>> & { updatedAt: number };
+/** An API key as stored: only the hash of the key itself is kept (docs/api.md). */
+export interface ApiKey {
+  id: string;
+  userId: number;
+  /** The owner's name, or null when that user was removed (the key then no longer works). */
+  username: string | null;
+  name: string;
+  role: Role;
+  createdAt: number;
+  lastUsedAt: number | null;
+}
+
+/** Readings of one device with `from` ≤ ts ≤ `to` (unix ms), oldest first, at most `limit`. */
+export interface TelemetryRange {
+  from: number;
+  to: number;
+  limit: number;
+}
+
 
 export class DuplicateError extends Error {
   constructor(what: string) {
@@ -101,6 +120,14 @@ export interface Storage {
   telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]>;
   countTelemetry(deviceId?: string): Promise<number>;
 
+  /**
+   * The readings of a range in pages of at most `pageSize`, read with keyset pagination on
+   * (ts, id), so a large range never sits in memory at once. Stopping the iteration early (a
+   * client that went away) stops the reading.
+   */
+  telemetryRange(deviceId: string, range: TelemetryRange, pageSize?: number): AsyncIterable<TelemetryPoint[]>;
+  /** The distinct top-level keys of the readings of a range, sorted; null when there are more than `maxKeys`. */
+  telemetryKeys(deviceId: string, range: TelemetryRange, maxKeys: number): Promise<string[] | null>;
   insertCommand(c: Command): Promise<void>;
   getCommand(id: string): Promise<Command | null>;
   /** Applies `patch` if the command is in one of `from` (and belongs to `deviceId`, when given); null otherwise. */
@@ -114,6 +141,14 @@ export interface Storage {
   timeoutSent(sentBefore: number, now: number): Promise<Command[]>;
 
   getSession(sid: string, now: number): Promise<string | null>;
+  createApiKey(k: { id: string; userId: number; name: string; role: Role; keyHash: string }): Promise<ApiKey>;
+  getApiKey(id: string): Promise<ApiKey | null>;
+  getApiKeyByHash(keyHash: string): Promise<ApiKey | null>;
+  /** Every key (oldest first), or those of one user. */
+  listApiKeys(userId?: number): Promise<ApiKey[]>;
+  deleteApiKey(id: string): Promise<boolean>;
+  touchApiKey(id: string, lastUsedAt: number): Promise<void>;
+
   setSession(sid: string, data: string, expiresAt: number): Promise<void>;
   touchSession(sid: string, expiresAt: number): Promise<void>;
   destroySession(sid: string): Promise<void>;
