@@ -2,6 +2,7 @@
 import { startClock } from './lib/clock';
 import { connect } from './lib/socket';
 import { adminDevicesPage, adminUsersPage } from './pages/admin';
+import { apiKeysPage } from './pages/apikeys';
 import { loginPage, setupPage } from './pages/auth';
 import { dashboardPage } from './pages/dashboard';
 import { devicePage } from './pages/device';
@@ -21,6 +22,9 @@ function start(): void {
       break;
     case 'admin-users':
       adminUsersPage();
+      break;
+    case 'api-keys':
+      apiKeysPage();
       break;
     case 'login':
       loginPage();
