@@ -1,5 +1,7 @@
 /**
- * Unit and integration tests: real servers on port 0.
+ * Unit and integration tests: real servers on port 0. tests/ mirrors server/: the tests of
+ * server/<feature>/ are in tests/<feature>/, whole-process behaviour (shutdown, crash, storage
+ * outage) in tests/app/, shared helpers in tests/support/.
  * - `sqlite` project: always; every server gets its own SQLite file.
  * - `postgres` project: when TEST_DATABASE_URL is set, the same tests again on PostgreSQL, each
  *   test on a fresh database, all dropped when its file is done (tests/support/pg.ts).
@@ -14,7 +16,12 @@ const shared = {
 };
 
 /** Tests that do not use the configured engine; running them a second time on PostgreSQL proves nothing. */
-const engineFree = ['<rootDir>/tests/codec.test.ts', '<rootDir>/tests/config.test.ts', '<rootDir>/tests/sqlite-thread.test.ts'];
+const engineFree = [
+  '<rootDir>/tests/config/',
+  '<rootDir>/tests/devices/codec.test.ts',
+  '<rootDir>/tests/realtime/broadcast.test.ts',
+  '<rootDir>/tests/storage/sqlite-thread.test.ts',
+];
 
 const projects = [
   {

@@ -1,5 +1,5 @@
 /**
- * Several instances on one PostgreSQL and one Redis (SPEC §1, "at scale"), in-process. The same
+ * Several instances on one PostgreSQL and one Redis (docs/deploying.md), in-process. The same
  * behaviours through nginx with real processes and kill -9 are in .ci/topology.
  */
 import { createClient } from 'redis';
@@ -7,7 +7,7 @@ import { RedisFabric } from '../../server/cluster/redis';
 import { createLogger } from '../../server/logger';
 import { RawDevice } from '../support/device';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, login, nextEvent } from '../support/server';
-import { clusterAvailable, redisDb, startInstances, waitFor } from './support';
+import { clusterAvailable, redisDb, startInstances, waitFor } from '../support/cluster';
 
 const describeCluster = clusterAvailable ? describe : describe.skip;
 let redisUrl: string;

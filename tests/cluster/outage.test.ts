@@ -1,7 +1,7 @@
 /** Redis goes away and comes back, under instances that keep serving (a private redis-server). */
 import { RawDevice } from '../support/device';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, nextEvent } from '../support/server';
-import { clusterAvailable, PrivateRedis, startInstances, waitFor } from './support';
+import { clusterAvailable, PrivateRedis, startInstances, waitFor } from '../support/cluster';
 
 const describeCluster = clusterAvailable ? describe : describe.skip;
 let redis: PrivateRedis | null = null;

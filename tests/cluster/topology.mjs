@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The checks of .ci/topology, against real processes: node tests/cluster/topology.mjs TOPOLOGY.json
-// (the file .ci/topology writes: ports, pids, tokens). A raw TCP device speaks SPEC §3 and a
+// (the file .ci/topology writes: ports, pids, tokens). A raw TCP device speaks docs/protocol.md and a
 // socket.io-client logs in like the page does; both come through nginx. Prints one PASS/FAIL line
 // per check and exits non-zero when any failed.
 import { spawn } from 'node:child_process';
@@ -55,7 +55,7 @@ async function waitFor(what, probe, timeoutMs = 10_000) {
   }
 }
 
-// ---- a device: raw TCP, base64 JSON lines (SPEC §3) ----
+// ---- a device: raw TCP, base64 JSON lines (docs/protocol.md) ----
 
 class Device {
   /** Every message received, in order. */

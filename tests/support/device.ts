@@ -7,7 +7,7 @@ export function encode(msg: unknown, enc: Enc = 'base64'): string {
   return (enc === 'json' ? json : Buffer.from(json).toString('base64')) + '\n';
 }
 
-/** A raw TCP "ESP32" written from SPEC §3: lines of base64 JSON (or plain JSON). */
+/** A raw TCP "ESP32" written from docs/protocol.md: lines of base64 JSON (or plain JSON). */
 export class RawDevice {
   readonly received: Record<string, unknown>[] = [];
   readonly rawLines: string[] = [];

@@ -1,0 +1,118 @@
+/** Commands from the dashboard to a device: docs/protocol.md ("Commands"). */
+import { RawDevice } from '../support/device';
+import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, nextEvent, startServer } from '../support/server';
+
+afterEach(closeAllServers);
+
+async function setup(overrides = {}) {
+  const server = await startServer(overrides);
+  const cookie = await createUserAndLogin(server);
+  const socket = await connectSocket(server, cookie);
+  const { token } = await addDevice(server, 'esp-1');
+  return { server, cookie, socket, token };
+}
+
+describe('Send Action to Node', () => {
+  test('when an operator clicks, then the device gets the exact base64 line and its ack shows acked on the socket', async () => {
+    const { server, socket, token } = await setup();
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    await emitAck(socket, 'device:watch', { deviceId: 'esp-1' });
+    const acked = nextEvent(socket, 'command:status', (c) => c.status === 'acked');
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    expect(res.ok).toBe(true);
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    expect(cmd).toEqual({ type: 'fromservertonode', msg: 'action', action: 'togglerele', id: res.command.id });
+    const raw = device.rawLines.find((l) => Buffer.from(l, 'base64').toString().includes('fromservertonode'))!;
+    expect(Buffer.from(raw, 'base64').toString('base64')).toBe(raw);
+    device.send({ type: 'ack', id: cmd.id, ok: true, result: { relay: true } });
+    const status = await acked;
+    expect(status).toMatchObject({ id: res.command.id, status: 'acked', result: { relay: true } });
+    expect((await server.app.storage.getCommand(res.command.id))!.status).toBe('acked');
+    socket.close();
+    device.close();
+  });
+
+  test('when changesetting is sent, then the device receives its params', async () => {
+    const { server, socket, token } = await setup();
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'changesetting', params: { interval_ms: 1000 } });
+    expect(res.ok).toBe(true);
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    expect(cmd).toMatchObject({ action: 'changesetting', params: { interval_ms: 1000 } });
+    const failed = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'failed');
+    device.send({ type: 'ack', id: cmd.id, ok: false, result: { error: 'unknown setting' } });
+    await failed;
+    socket.close();
+    device.close();
+  });
+
+  test('when the device is offline, then the command waits queued and is delivered on reconnect', async () => {
+    const { server, socket, token } = await setup();
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    expect(res.command.status).toBe('queued');
+    const sent = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'sent');
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    expect(cmd.id).toBe(res.command.id);
+    await sent;
+    socket.close();
+    device.close();
+  });
+
+  test('when a queued command outlives its time to live, then it becomes expired and is never delivered', async () => {
+    const { server, socket, token } = await setup({ commandTtlS: 1 });
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    await nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'expired', 5000);
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(device.received.find((m) => m.type === 'fromservertonode')).toBeUndefined();
+    socket.close();
+    device.close();
+  });
+
+  test('when the device never acks, then the command becomes timeout', async () => {
+    const { server, socket, token } = await setup({ commandTimeoutS: 1 });
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    await device.next((m) => m.type === 'fromservertonode');
+    await nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'timeout', 5000);
+    socket.close();
+    device.close();
+  });
+
+  test('when the server is closed and created again on the same DATA_DIR, then no command is left sent', async () => {
+    const { server, socket, token } = await setup();
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    await device.next((m) => m.type === 'fromservertonode');
+    expect((await server.app.storage.getCommand(res.command.id))!.status).toBe('sent');
+    socket.close();
+    const again = await server.restart();
+    const cmd = await again.app.storage.getCommand(res.command.id);
+    expect(cmd!.status).toBe('timeout');
+    device.close();
+  });
+
+  test('when a viewer tries an action, then it is refused and nothing reaches the device', async () => {
+    const server = await startServer();
+    await createUserAndLogin(server);
+    const viewerCookie = await createUserAndLogin(server, { username: 'watcher', password: 'just looking', role: 'viewer' });
+    const { token } = await addDevice(server, 'esp-1');
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const socket = await connectSocket(server, viewerCookie);
+    expect(await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' })).toEqual({ ok: false, error: 'forbidden' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(device.received.find((m) => m.type === 'fromservertonode')).toBeUndefined();
+    socket.close();
+    device.close();
+  });
+
+  test('when a payload is malformed, then the ack says bad_request', async () => {
+    const { socket } = await setup();
+    expect(await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'selfdestruct' })).toEqual({ ok: false, error: 'bad_request' });
+    expect(await emitAck(socket, 'command:send', 'nonsense')).toEqual({ ok: false, error: 'bad_request' });
+    expect(await emitAck(socket, 'command:send', { deviceId: 'nope', action: 'togglerele' })).toEqual({ ok: false, error: 'not_found' });
+    expect(await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'changesetting' })).toEqual({ ok: false, error: 'bad_request' });
+    socket.close();
+  });
+});

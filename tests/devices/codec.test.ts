@@ -1,0 +1,82 @@
+/** Framing and encoding of device lines (server/devices/codec.ts), property-tested. */
+import fc from 'fast-check';
+import { decodeLine, encodeLine, LineSplitter, MAX_LINE_BYTES } from '../../server/devices/codec';
+
+const jsonObject = fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => !['__proto__', 'constructor', 'prototype'].includes(k)), fc.oneof(fc.string(), fc.integer(), fc.boolean(), fc.constant(null)), { maxKeys: 6 });
+
+function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
+  const points = [...new Set(cuts.map((c) => c % (buf.length + 1)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let prev = 0;
+  for (const p of points) {
+    out.push(buf.subarray(prev, p));
+    prev = p;
+  }
+  out.push(buf.subarray(prev));
+  return out;
+}
+
+describe('framing and codec', () => {
+  test('any chunking of a stream of valid lines yields the same messages', () => {
+    fc.assert(
+      fc.property(fc.array(jsonObject, { minLength: 1, maxLength: 20 }), fc.array(fc.nat(), { maxLength: 30 }), fc.boolean(), (msgs, cuts, crlf) => {
+        const stream = Buffer.concat(
+          msgs.map((m, i) => {
+            const line = encodeLine(m, i % 3 === 0 ? 'json' : 'base64');
+            return crlf ? Buffer.concat([line.subarray(0, line.length - 1), Buffer.from('\r\n')]) : line;
+          }),
+        );
+        const splitter = new LineSplitter();
+        const got: unknown[] = [];
+        for (const chunk of splitAt(stream, cuts)) {
+          expect(splitter.push(chunk, (line) => {
+            const d = decodeLine(line);
+            if (!d.ok) throw new Error(d.detail);
+            got.push(d.message);
+          })).toBe(true);
+        }
+        expect(got).toEqual(msgs);
+      }),
+    );
+  });
+
+  test('invalid base64 is rejected, never silently skipped', () => {
+    fc.assert(
+      fc.property(jsonObject, fc.integer({ min: 0, max: 200 }), fc.constantFrom('*', ' ', '\t', '-', '_', '=', '.', 'é'), (m, pos, bad) => {
+        const good = Buffer.from(JSON.stringify(m)).toString('base64');
+        const i = pos % (good.length + 1);
+        const corrupted = good.slice(0, i) + bad + good.slice(i);
+        const d = decodeLine(Buffer.from(corrupted, 'utf8'));
+        expect(d.ok).toBe(false);
+        if (!d.ok) expect(['bad_base64', 'bad_json', 'protocol']).toContain(d.error);
+        if (!d.ok && !corrupted.startsWith('{')) expect(d.error).toBe('bad_base64');
+      }),
+    );
+  });
+
+  test('when a line decodes to something that is not a JSON object, then it is a protocol error', () => {
+    for (const v of ['[1]', '42', '"x"', 'null']) {
+      const d = decodeLine(Buffer.from(Buffer.from(v).toString('base64')));
+      expect(d).toMatchObject({ ok: false, error: 'protocol' });
+    }
+    expect(decodeLine(Buffer.from(Buffer.from('{"__proto__":{"x":1}}').toString('base64')))).toMatchObject({ ok: false, error: 'protocol' });
+    expect(decodeLine(Buffer.from(Buffer.from([0xff, 0xfe]).toString('base64')))).toMatchObject({ ok: false, error: 'bad_json' });
+  });
+
+  test('when a line exceeds 16 KiB, then the splitter reports overflow without buffering it', () => {
+    const s = new LineSplitter();
+    expect(s.push(Buffer.alloc(MAX_LINE_BYTES, 0x41), () => {})).toBe(true);
+    expect(s.push(Buffer.alloc(10, 0x41), () => {})).toBe(false);
+    expect(s.buffered).toBe(0);
+    const t = new LineSplitter();
+    const lines: Buffer[] = [];
+    expect(t.push(Buffer.concat([Buffer.alloc(MAX_LINE_BYTES, 0x41), Buffer.from('\r')]), (l) => lines.push(l))).toBe(true);
+    expect(t.push(Buffer.from('\n'), (l) => lines.push(l))).toBe(true);
+    expect(lines[0]!.length).toBe(MAX_LINE_BYTES);
+  });
+
+  test('replies are encoded in the device’s own encoding', () => {
+    expect(encodeLine({ type: 'pong' }, 'json').toString()).toBe('{"type":"pong"}\n');
+    expect(encodeLine({ type: 'pong' }, 'base64').toString()).toBe(Buffer.from('{"type":"pong"}').toString('base64') + '\n');
+  });
+});

@@ -1,0 +1,174 @@
+/** The device line protocol (docs/protocol.md) on a real connection: hello, replies in the device's encoding, limits, reliable telemetry. */
+import { RawDevice, encode } from '../support/device';
+import { addDevice, closeAllServers, startServer, TestServer } from '../support/server';
+import { REPLY_FLUSH_CHUNK } from '../../server/devices/hub';
+
+let server: TestServer;
+afterEach(closeAllServers);
+
+describe('device line protocol', () => {
+  beforeEach(async () => {
+    server = await startServer();
+  });
+
+  test('when a device says hello with its token, then it is welcomed in base64 and shows online', async () => {
+    const { token } = await addDevice(server, 'esp-1');
+    const d = await RawDevice.connect(server.devicePort);
+    d.send({ type: 'hello', device: 'esp-1', token });
+    const welcome = await d.next((m) => m.type === 'welcome');
+    expect(welcome).toMatchObject({ type: 'welcome', device: 'esp-1' });
+    expect(typeof welcome.time).toBe('number');
+    expect(d.rawLines[0]).toMatch(/^[A-Za-z0-9+/=]+$/);
+    expect(server.app.hub.get('esp-1')).toBeDefined();
+    d.close();
+  });
+
+  test('when a device speaks plain JSON, then the server answers in plain JSON', async () => {
+    const { token } = await addDevice(server, 'esp-j');
+    const d = await RawDevice.hello(server.devicePort, 'esp-j', token, 'json');
+    d.send({ type: 'ping' }, 'json');
+    await d.next((m) => m.type === 'pong');
+    expect(d.rawLines.every((l) => l.startsWith('{'))).toBe(true);
+    d.close();
+  });
+
+  test('when the token is wrong, then the device gets unauthorized and is closed', async () => {
+    await addDevice(server, 'esp-2');
+    const d = await RawDevice.connect(server.devicePort);
+    d.send({ type: 'hello', device: 'esp-2', token: 'nope' });
+    expect(await d.next()).toMatchObject({ type: 'error', error: 'unauthorized' });
+    await d.waitClosed();
+  });
+
+  test('when the first line is not a hello and anonymous devices are off, then it is refused', async () => {
+    const d = await RawDevice.connect(server.devicePort);
+    d.write('eyJzZW5zb3IiOiJncHMiLCJ0aW1lIjoxMzUxODI0MTIwfQ==\r\n');
+    expect(await d.next()).toMatchObject({ type: 'error', error: 'unauthorized' });
+    await d.waitClosed();
+  });
+
+  test('when a line is longer than 16 KiB, then the device gets line_too_long and is closed', async () => {
+    const { token } = await addDevice(server, 'esp-3');
+    const d = await RawDevice.hello(server.devicePort, 'esp-3', token);
+    d.write(Buffer.alloc(17 * 1024, 0x41));
+    expect(await d.next((m) => m.type === 'error')).toMatchObject({ error: 'line_too_long' });
+    await d.waitClosed();
+  });
+
+  test('when a line is exactly 16 KiB, then it is accepted', async () => {
+    const { token } = await addDevice(server, 'esp-16k');
+    const d = await RawDevice.hello(server.devicePort, 'esp-16k', token, 'json');
+    const base = JSON.stringify({ pad: '' });
+    const line = JSON.stringify({ pad: 'x'.repeat(16 * 1024 - base.length) });
+    expect(Buffer.byteLength(line)).toBe(16 * 1024);
+    d.write(line + '\r\n');
+    d.send({ type: 'ping' }, 'json');
+    await d.next((m) => m.type === 'pong');
+    expect(d.received.find((m) => m.type === 'error')).toBeUndefined();
+    d.close();
+  });
+
+  test('when telemetry carries an id, then it is answered stored once committed and a resend is not stored twice', async () => {
+    const { token } = await addDevice(server, 'esp-4');
+    const d = await RawDevice.hello(server.devicePort, 'esp-4', token);
+    d.send({ type: 'telemetry', id: 'b1-1', data: { t: 21.5 } });
+    expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b1-1' });
+    expect(await server.app.storage.countTelemetry('esp-4')).toBe(1);
+    d.send({ type: 'telemetry', id: 'b1-1', data: { t: 21.5 } });
+    expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b1-1' });
+    expect(await server.app.storage.countTelemetry('esp-4')).toBe(1);
+    d.close();
+  });
+
+  test('when more devices than one reply flush takes send readings at once, then every device gets every stored reply, in order', async () => {
+    const n = REPLY_FLUSH_CHUNK * 2 + 5;
+    server = await startServer({ deviceMaxPerIp: n });
+    const devices = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const { token } = await addDevice(server, `esp-f${i}`);
+        return RawDevice.hello(server.devicePort, `esp-f${i}`, token);
+      }),
+    );
+    for (const d of devices) {
+      d.send({ type: 'telemetry', id: 'a', data: { t: 1 } });
+      d.send({ type: 'telemetry', id: 'b', data: { t: 2 } });
+    }
+    for (const d of devices) {
+      expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'a' });
+      expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b' });
+      d.close();
+    }
+  });
+
+  test('when a bad line arrives, then the device gets an error reply and stays connected', async () => {
+    const { token } = await addDevice(server, 'esp-5');
+    const d = await RawDevice.hello(server.devicePort, 'esp-5', token);
+    d.write('not*base64\n');
+    expect(await d.next((m) => m.type === 'error')).toMatchObject({ error: 'bad_base64' });
+    d.write(Buffer.from('{not json').toString('base64') + '\n');
+    expect(await d.next((m) => m.type === 'error')).toMatchObject({ error: 'bad_json' });
+    d.write('WzEsMl0=\n'); // [1,2]
+    expect(await d.next((m) => m.type === 'error')).toMatchObject({ error: 'protocol' });
+    d.send({ type: 'hello', device: 'esp-5', token });
+    expect(await d.next((m) => m.type === 'error')).toMatchObject({ error: 'protocol' });
+    d.send({ type: 'ping' });
+    await d.next((m) => m.type === 'pong');
+    d.close();
+  });
+
+  test('when bad lines keep coming, then the connection is closed', async () => {
+    const { token } = await addDevice(server, 'esp-6');
+    const d = await RawDevice.hello(server.devicePort, 'esp-6', token);
+    d.write('!!!\n'.repeat(20));
+    await d.waitClosed();
+  });
+
+  test('when the thesis firmware sends its exact bytes in anonymous mode, then the reading is stored', async () => {
+    await server.close();
+    server = await startServer({ allowAnonymousDevices: true });
+    const d = await RawDevice.connect(server.devicePort);
+    d.write('eyJzZW5zb3IiOiJncHMiLCJ0aW1lIjoxMzUxODI0MTIwfQ==\r\n');
+    await d.next((m) => m.type === 'welcome');
+    const id = 'anon-127.0.0.1';
+    let history: { data: unknown }[] = [];
+    for (let i = 0; i < 50 && history.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await server.app.writer.flush();
+      history = await server.app.storage.telemetryHistory(id, 10);
+    }
+    expect(history.map((p) => p.data)).toEqual([{ sensor: 'gps', time: 1351824120 }]);
+    d.close();
+  });
+
+  test('when many lines arrive in one chunk or one byte at a time, then each is answered', async () => {
+    const { token } = await addDevice(server, 'esp-8');
+    const d = await RawDevice.hello(server.devicePort, 'esp-8', token);
+    d.write(encode({ type: 'ping' }).repeat(5));
+    for (let i = 0; i < 5; i++) await d.next((m) => m.type === 'pong');
+    const bytes = Buffer.from(encode({ type: 'ping' }));
+    for (const b of bytes) {
+      d.write(Buffer.from([b]));
+      await new Promise((r) => setImmediate(r));
+    }
+    await d.next((m) => m.type === 'pong');
+    d.close();
+  });
+});
+
+describe('token changes made elsewhere', () => {
+  test('when the token is rotated or the device removed outside this process, then the connection is closed at the next check', async () => {
+    const server = await startServer();
+    const { token } = await addDevice(server, 'rot-1');
+    const { token: t2 } = await addDevice(server, 'rot-2');
+    const a = await RawDevice.hello(server.devicePort, 'rot-1', token);
+    const b = await RawDevice.hello(server.devicePort, 'rot-2', t2);
+    const { rotateDeviceToken, removeDevice } = await import('../../server/devices/admin');
+    await rotateDeviceToken(server.app.storage, 'rot-1');
+    await removeDevice(server.app.storage, 'rot-2');
+    await server.app.hub.revalidate();
+    expect(await a.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'token changed' });
+    expect(await b.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'device removed' });
+    await a.waitClosed();
+    await b.waitClosed();
+  });
+});

@@ -1,0 +1,49 @@
+/**
+ * Case 4 of docs/security.md: a socket whose session died (deleted, expired, too old) or whose
+ * user was removed is dropped at the next session re-check (server/realtime/io.ts).
+ */
+import { SESSION_RECHECK_MS } from '../../server/realtime/io';
+import { closeAllServers, connectSocket, createUserAndLogin, nextEvent, startServer } from '../support/server';
+import { editSession, sidOf } from '../support/web';
+
+afterEach(closeAllServers);
+
+const OWNER = { username: 'owner', password: 'correct horse', role: 'admin' as const };
+
+describe('4. sockets of dead sessions', () => {
+  test('when nothing is configured, then sessions are re-checked at least every 60 s', () => {
+    expect(SESSION_RECHECK_MS).toBeLessThanOrEqual(60_000);
+  });
+
+  test.each([
+    ['deleted', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) => server.app.storage.destroySession(sid)],
+    ['expired', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) => editSession(server, sid, () => {}, Date.now() - 1000)],
+    ['past its absolute lifetime', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) =>
+      editSession(server, sid, (s) => (s.loginAt = Date.now() - 9 * 3_600_000))],
+  ])('when a socket’s session is %s, then the socket gets session:ended and is disconnected at the next re-check', async (_what, kill) => {
+    const server = await startServer({ sessionRecheckMs: 300 });
+    const cookie = await createUserAndLogin(server, OWNER);
+    const socket = await connectSocket(server, cookie);
+    const ended = nextEvent(socket, 'session:ended', () => true, 5000);
+    const gone = new Promise((r) => socket.once('disconnect', r));
+    await kill(server, sidOf(cookie));
+    expect(await ended).toEqual({ reason: 'expired' });
+    await gone;
+  });
+
+  test('when the user behind a socket is removed, then the socket is refused on its next event and dropped at the next re-check', async () => {
+    const server = await startServer({ sessionRecheckMs: 300 });
+    await createUserAndLogin(server, OWNER);
+    const ann = await createUserAndLogin(server, { username: 'ann', password: 'ann password', role: 'operator' });
+    const s1 = await connectSocket(server, ann);
+    const s2 = await connectSocket(server, ann);
+    const annId = (await server.app.storage.getUserByName('ann'))!.id;
+    // Removing through storage only: no HTTP request of ann's runs, so only the socket paths can notice.
+    await server.app.storage.deleteUser(annId);
+    const gone1 = new Promise((r) => s1.once('disconnect', r));
+    const gone2 = new Promise((r) => s2.once('disconnect', r));
+    expect(await s1.timeout(5000).emitWithAck('fleet:list', {})).toEqual({ ok: false, error: 'forbidden' });
+    await gone1;
+    await gone2;
+  });
+});
