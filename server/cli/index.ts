@@ -1,6 +1,7 @@
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { usernameProblem } from '../auth/passwords';
+import { createApiKey, revokeApiKey } from '../api/keys';
 import { addUser, getUserOrFail, InputError, parseRole, removeUser, setPassword, setRole } from '../auth/users';
 import { ConfigError, loadConfig } from '../config';
 import { addDevice, removeDevice, rotateDeviceToken } from '../devices/admin';
@@ -18,6 +19,9 @@ const USAGE = `Usage: sockpit <command>
   device list
   device token ID                              rotates the token and prints the new one
   device remove ID
+  apikey add NAME --user USER --role ROLE [--json]   prints the API key once (role at most the user's)
+  apikey list [--json]
+  apikey revoke ID
   simulate --id ID --token TOKEN [--host 127.0.0.1] [--port 7000] [--interval-ms 5000]
 
 Settings come from the environment as for the server (DATA_DIR, DATABASE_URL, DEVICE_PORT).`;
@@ -146,6 +150,49 @@ async function device(args: string[]): Promise<void> {
       if (values.json) console.log(JSON.stringify({ id, token }));
       else console.log(`New token for ${id} (the old one no longer works; shown only once):\n\n  ${token}\n`);
       return;
+async function apikey(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { user: { type: 'string' }, role: { type: 'string' }, json: { type: 'boolean', default: false } },
+  });
+  const [sub, arg] = positionals;
+  switch (sub) {
+    case 'add': {
+      if (!arg) throw new UsageError('apikey add needs a NAME');
+      if (!values.user) throw new UsageError('apikey add needs --user USER');
+      if (!values.role) throw new UsageError('apikey add needs --role viewer|operator|admin');
+      const { apiKey, key } = await withStorage(async (s) => createApiKey(s, await getUserOrFail(s, values.user!), arg, values.role!));
+      if (values.json) console.log(JSON.stringify({ id: apiKey.id, key }));
+      else {
+        console.log(`API key ${apiKey.id} ("${apiKey.name}") added for ${apiKey.username} with role ${apiKey.role}. The key (shown only once):\n\n  ${key}\n`);
+        console.log(`Use it as a header, never in a URL:\n  curl -H "Authorization: Bearer ${key}" http://HOST:PORT/api/v1/devices`);
+      }
+      return;
+    }
+    case 'list':
+      return withStorage(async (s) => {
+        const keys = await s.listApiKeys();
+        if (values.json) return console.log(JSON.stringify(keys));
+        if (keys.length === 0) return console.log('No API keys yet. Add one with: sockpit apikey add NAME --user USER --role ROLE');
+        console.log(
+          table([
+            ['ID', 'NAME', 'USER', 'ROLE', 'CREATED', 'LAST USED'],
+            ...keys.map((k) => [k.id, k.name, k.username ?? '(removed)', k.role, when(k.createdAt), when(k.lastUsedAt)]),
+          ]),
+        );
+      });
+    case 'revoke': {
+      if (!arg) throw new UsageError('apikey revoke needs an ID (see apikey list)');
+      if (!(await withStorage((s) => revokeApiKey(s, arg, 'cli')))) throw new InputError(`No API key "${arg}".`);
+      console.log(`API key ${arg} revoked.`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown apikey command "${sub ?? ''}"`);
+  }
+}
+
     }
     case 'remove': {
       if (!id) throw new UsageError('device remove needs an ID');
@@ -177,6 +224,7 @@ async function simulate(args: string[]): Promise<void> {
   const sim = new SimulatedDevice({ host: values.host!, port, id: values.id, token: values.token, intervalMs });
   sim.start();
   const stop = () => {
+    else if (cmd === 'apikey') await apikey(rest);
     sim.stop();
     process.exit(process.exitCode ?? 0);
   };
