@@ -346,4 +346,16 @@ export function devicePage(socket: AppSocket): void {
   });
 
   updateControls();
+  csvExport();
+}
+
+/** The Download CSV form (docs/api.md): `from` is the chosen range back from now, read at the click. */
+function csvExport(): void {
+  const form = $<HTMLFormElement>('#csv-export');
+  const range = $<HTMLSelectElement>('#csv-range');
+  const from = $<HTMLInputElement>('#csv-from');
+  if (!form || !range || !from) return;
+  form.addEventListener('submit', () => {
+    from.value = range.value === 'all' ? '0' : String(Date.now() - Number(range.value));
+  });
 }
