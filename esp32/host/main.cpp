@@ -2,6 +2,9 @@
 // sockets, with a simulated relay. It prints what the ESP32 prints on Serial.
 //
 //   sockpit-device-host --host 127.0.0.1 --port 7000 --id ID --token TOKEN [--interval-ms N]
+//
+// Run it with a small stack (`ulimit -s 64`) to get close to the ESP32's
+// 8 KiB loop task: the tests in tests/esp32/ do.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,14 +35,19 @@ uint64_t monotonicMs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000u + static_cast<uint64_t>(ts.tv_nsec) / 1000000u;
 }
 
+// Exit statuses, for scripts and tests.
+const int kExitRejected = 2;  // the server refused the id/token (with --on-reject exit)
+const int kExitRestart = 3;   // the board would restart here (--reboot-timeout-ms)
+
 class PosixPlatform : public sockpit::Platform {
  public:
-  PosixPlatform() : fd_(-1), start_(monotonicMs()), relay_(false), rng_(std::random_device()()) {
+  PosixPlatform() : fd_(-1), start_(monotonicMs()), relay_(false), stateFile_(0), rng_(std::random_device()()) {
     error_[0] = '\0';
   }
   ~PosixPlatform() { tcpClose(); }
 
   int fd() const { return fd_; }
+  void setStateFile(const char* path) { stateFile_ = path; }
 
   uint32_t nowMs() { return static_cast<uint32_t>(monotonicMs() - start_); }
   uint32_t random32() { return static_cast<uint32_t>(rng_()); }
@@ -53,7 +61,7 @@ class PosixPlatform : public sockpit::Platform {
 
   bool linkUp() { return true; }  // a PC has no Wi-Fi step to wait for
 
-  bool tcpConnect(const char* host, uint16_t port) {
+  sockpit::ConnectResult tcpConnect(const char* host, uint16_t port, uint32_t timeoutMs) {
     tcpClose();
     error_[0] = '\0';
     char service[8];
@@ -66,22 +74,28 @@ class PosixPlatform : public sockpit::Platform {
     const int gai = getaddrinfo(host, service, &hints, &list);
     if (gai != 0) {
       snprintf(error_, sizeof error_, "%s", gai_strerror(gai));
-      return false;
+      return sockpit::ConnectResult::DnsFailed;
     }
+    int firstErr = 0;
     for (struct addrinfo* a = list; a && fd_ < 0; a = a->ai_next) {
       const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
       if (fd < 0) continue;
-      if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 || (errno == EINPROGRESS && waitConnected(fd))) {
+      if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 ||
+          (errno == EINPROGRESS && waitConnected(fd, timeoutMs))) {
         const int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         fd_ = fd;
       } else {
-        if (!error_[0]) snprintf(error_, sizeof error_, "%s", strerror(errno));
+        if (!firstErr) firstErr = errno;
         close(fd);
       }
     }
     freeaddrinfo(list);
-    return fd_ >= 0;
+    if (fd_ >= 0) return sockpit::ConnectResult::Ok;
+    snprintf(error_, sizeof error_, "%s", strerror(firstErr));
+    if (firstErr == ECONNREFUSED) return sockpit::ConnectResult::Refused;
+    if (firstErr == ETIMEDOUT) return sockpit::ConnectResult::TimedOut;
+    return sockpit::ConnectResult::Failed;
   }
 
   int tcpRead(char* buf, size_t cap) {
@@ -126,13 +140,43 @@ class PosixPlatform : public sockpit::Platform {
     relay_ = on;
   }
 
+  // The ESP32 keeps the relay state in flash (Preferences); the PC build in
+  // a file, when --state-file is given.
+  bool loadRelay(bool* on) {
+    if (!stateFile_) return false;
+    FILE* f = fopen(stateFile_, "r");
+    if (!f) return false;
+    const int c = fgetc(f);
+    fclose(f);
+    if (c != '0' && c != '1') return false;
+    *on = c == '1';
+    return true;
+  }
+
+  void saveRelay(bool on) {
+    if (!stateFile_) return;
+    FILE* f = fopen(stateFile_, "w");
+    if (!f) {
+      logLine("(could not write the --state-file)");
+      return;
+    }
+    fputs(on ? "1\n" : "0\n", f);
+    fclose(f);
+  }
+
   // A PC has no heap figure, Wi-Fi signal or chip sensor worth reporting.
   void readSensors(sockpit::Readings& r) { r.uptimeMs = monotonicMs() - start_; }
 
+  void restart() {
+    logLine("(The PC build exits here instead of restarting: status 3.)");
+    fflush(stdout);
+    _exit(kExitRestart);
+  }
+
  private:
-  bool waitConnected(int fd) {
+  bool waitConnected(int fd, uint32_t timeoutMs) {
     struct pollfd p = {fd, POLLOUT, 0};
-    const int ready = poll(&p, 1, 5000);
+    const int ready = poll(&p, 1, static_cast<int>(timeoutMs > 600000 ? 600000 : timeoutMs));
     if (ready <= 0) {
       errno = ready == 0 ? ETIMEDOUT : errno;
       return false;
@@ -147,6 +191,7 @@ class PosixPlatform : public sockpit::Platform {
   int fd_;
   uint64_t start_;
   bool relay_;
+  const char* stateFile_;
   std::mt19937 rng_;
   char error_[96];
 };
@@ -154,14 +199,24 @@ class PosixPlatform : public sockpit::Platform {
 void usage(FILE* out) {
   fprintf(out,
           "usage: sockpit-device-host --id ID --token TOKEN [--host HOST] [--port PORT]\n"
-          "                           [--interval-ms N] [--boot N]\n"
+          "                           [--interval-ms N] [--boot N] [--connect-timeout-ms N]\n"
+          "                           [--power-on off|on|last] [--state-file PATH]\n"
+          "                           [--reboot-timeout-ms N] [--unauthorized-pause-ms N]\n"
+          "                           [--on-reject exit|wait]\n"
           "Runs the ESP32 firmware's core on this machine: connects to a sockpit server's\n"
           "device port, sends readings, obeys commands with a simulated relay.\n"
-          "  --host         server address (default 127.0.0.1)\n"
-          "  --port         device port (default 7000)\n"
-          "  --interval-ms  time between readings (default 5000)\n"
-          "  --boot         boot number for reading ids (default: current unix time)\n"
-          "Exits with status 2 when the server refuses the id/token.\n");
+          "  --host                   server address (default 127.0.0.1)\n"
+          "  --port                   device port (default 7000)\n"
+          "  --interval-ms            time between readings (default 5000)\n"
+          "  --boot                   boot number for reading ids (default: current unix time)\n"
+          "  --connect-timeout-ms     bound on one TCP connect (default 5000)\n"
+          "  --power-on               relay state at start, as POWER_ON_STATE (default off)\n"
+          "  --state-file             where 'last' keeps the relay state (default: nowhere)\n"
+          "  --reboot-timeout-ms      no server for this long: exit with status 3, where the\n"
+          "                           board restarts (default 0: never)\n"
+          "  --unauthorized-pause-ms  rest after 'unauthorized', before jitter (default 900000)\n"
+          "  --on-reject              'exit' (default): status 2 when the server refuses the\n"
+          "                           id/token; 'wait': rest and try again, as the board does\n");
 }
 
 bool parseUint(const char* s, unsigned long max, unsigned long* out) {
@@ -177,11 +232,13 @@ bool parseUint(const char* s, unsigned long max, unsigned long* out) {
 
 int main(int argc, char** argv) {
   sockpit::DeviceConfig cfg;
-  cfg.firmware = "sockpit-device-host/0.1.0";
+  cfg.firmware = "sockpit-device-host/0.2.0";
   cfg.credentialsHint = "--id and --token";
   // The ESP32 keeps a boot counter in flash; the PC build uses the start
   // time, which differs on every run just the same.
   unsigned long boot = static_cast<unsigned long>(time(0));
+  const char* stateFile = 0;
+  bool exitOnReject = true;
 
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
@@ -209,6 +266,22 @@ int main(int argc, char** argv) {
       cfg.intervalMs = static_cast<uint32_t>(n);
     } else if (!strcmp(a, "--boot") && parseUint(v, 0xffffffffUL, &n)) {
       boot = n;
+    } else if (!strcmp(a, "--connect-timeout-ms") && parseUint(v, 600000, &n) && n > 0) {
+      cfg.connectTimeoutMs = static_cast<uint32_t>(n);
+    } else if (!strcmp(a, "--reboot-timeout-ms") && parseUint(v, 0x7fffffffUL, &n)) {
+      cfg.rebootTimeoutMs = static_cast<uint32_t>(n);
+    } else if (!strcmp(a, "--unauthorized-pause-ms") && parseUint(v, 0x7fffffffUL, &n)) {
+      cfg.unauthorizedPauseMs = static_cast<uint32_t>(n);
+    } else if (!strcmp(a, "--power-on") && !strcmp(v, "off")) {
+      cfg.powerOn = sockpit::PowerOn::Off;
+    } else if (!strcmp(a, "--power-on") && !strcmp(v, "on")) {
+      cfg.powerOn = sockpit::PowerOn::On;
+    } else if (!strcmp(a, "--power-on") && !strcmp(v, "last")) {
+      cfg.powerOn = sockpit::PowerOn::Last;
+    } else if (!strcmp(a, "--state-file") && *v) {
+      stateFile = v;
+    } else if (!strcmp(a, "--on-reject") && (!strcmp(v, "exit") || !strcmp(v, "wait"))) {
+      exitOnReject = !strcmp(v, "exit");
     } else {
       fprintf(stderr, "sockpit-device-host: bad option or value: %s %s\n", a, v);
       usage(stderr);
@@ -227,16 +300,17 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, 0);
   sigaction(SIGTERM, &sa, 0);
 
-  // About 45 KB of fixed buffers: static, as on the ESP32.
+  // About 31 KB of fixed buffers: static, as on the ESP32.
   static PosixPlatform platform;
+  platform.setStateFile(stateFile);
   static sockpit::Device device(platform, cfg);
   device.begin(static_cast<uint32_t>(boot));
 
   while (!g_stop) {
     device.poll();
-    if (device.state() == sockpit::Device::State::Rejected) {
+    if (exitOnReject && device.state() == sockpit::Device::State::Rejected) {
       platform.logLine("(The PC build exits here rather than wait: status 2.)");
-      return 2;
+      return kExitRejected;
     }
     // Sleep until the server says something, or 20 ms for the timers.
     if (platform.fd() >= 0) {

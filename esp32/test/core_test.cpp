@@ -317,8 +317,9 @@ TEST(parse_command_with_and_without_params) {
 }
 
 TEST(parse_every_error_code) {
-  const char* codes[] = {"unauthorized", "bad_base64", "bad_json", "line_too_long", "rate_limited", "protocol"};
-  for (int i = 0; i < 6; ++i) {
+  const char* codes[] = {"unauthorized", "bad_base64", "bad_json", "line_too_long",
+                         "rate_limited", "protocol", "going_away", "unavailable"};
+  for (int i = 0; i < 8; ++i) {
     ServerMessage m;
     std::string j = std::string("{\"type\":\"error\",\"error\":\"") + codes[i] + "\"}";
     CHECK(m.parse(j.c_str(), j.size()));
@@ -526,17 +527,24 @@ struct FakePlatform : public Platform {
   std::vector<std::string> logs;
   bool relay = false;
   int relayWrites = 0;
+  ConnectResult failure = ConnectResult::Refused;  // how a connect fails while !serverUp
+  uint32_t lastConnectTimeoutMs = 0;
+  bool haveSaved = false;  // the relay state kept "in flash"
+  bool saved = false;
+  int saves = 0;
+  int restarts = 0;
 
   uint32_t nowMs() { return now; }
   uint32_t random32() { return rnd; }
   void logLine(const char* text) { logs.push_back(text); }
   bool linkUp() { return link; }
-  bool tcpConnect(const char*, uint16_t) {
+  ConnectResult tcpConnect(const char*, uint16_t, uint32_t timeoutMs) {
     ++connects;
+    lastConnectTimeoutMs = timeoutMs;
     open = serverUp;
     peerClosed = false;
     inbox.clear();
-    return open;
+    return open ? ConnectResult::Ok : failure;
   }
   int tcpRead(char* buf, size_t cap) {
     if (!open) return -1;
@@ -567,6 +575,17 @@ struct FakePlatform : public Platform {
     relay = on;
     ++relayWrites;
   }
+  bool loadRelay(bool* on) {
+    if (!haveSaved) return false;
+    *on = saved;
+    return true;
+  }
+  void saveRelay(bool on) {
+    haveSaved = true;
+    saved = on;
+    ++saves;
+  }
+  void restart() { ++restarts; }
   void readSensors(Readings& r) {
     r.uptimeMs = now;
     r.hasFreeHeap = true;
@@ -797,7 +816,7 @@ TEST(device_resends_unconfirmed_readings_after_reconnect) {
   const int before = r.p.connects;
   run(*r.d, r.p, 10000);  // backoff: a few failed attempts, not one per poll
   CHECK(r.p.connects > before && r.p.connects < before + 6);
-  CHECK(r.p.logged("Server unreachable"));
+  CHECK(r.p.logged("refused the connection"));
   CHECK(r.d->unconfirmed() == 4);  // 7-2, 7-3 unconfirmed + 7-4, 7-5 taken offline
 
   r.p.serverUp = true;
@@ -856,7 +875,7 @@ TEST(device_unauthorized_stops_hammering) {
   CHECK(r.d->state() == Device::State::Rejected);
   CHECK(!r.p.open);
   CHECK(r.p.logged("unauthorized"));
-  CHECK(r.p.logged("Not trying again for 15 minutes"));
+  CHECK(r.p.logged("Not trying again for 15.0 min"));  // rnd 0: no jitter
   const int connects = r.p.connects;
   run(*r.d, r.p, 15 * 60 * 1000 - 1000, 1000);
   CHECK(r.p.connects == connects);  // a quarter of an hour of silence
@@ -928,6 +947,359 @@ TEST(device_waits_for_network_and_buffers_offline) {
   run(*r.d, r.p, 20);
   CHECK(r.d->state() == Device::State::Offline);
   CHECK(r.p.logged("network is down"));
+}
+
+
+// ---------------------------------------------------------------- deep nesting (issue 16, defect 1)
+
+namespace {
+std::string nested(unsigned levels) {  // {"a": + levels arrays: the innermost at level `levels`
+  return "{\"a\":" + std::string(levels, '[') + std::string(levels, ']') + "}";
+}
+}  // namespace
+
+TEST(json_depth_is_counted_as_the_server_counts_it) {
+  // The top-level object is level 0; the server accepts up to level 32.
+  const std::string ok = nested(32), deep = nested(33);
+  CHECK(jsonDepthWithin(ok.data(), ok.size(), kMaxJsonDepth));
+  CHECK(!jsonDepthWithin(deep.data(), deep.size(), kMaxJsonDepth));
+  // Brackets inside strings, escaped quotes included, do not count.
+  const std::string inString = "{\"a\":\"" + std::string(100, '[') + "\\\"" + std::string(100, '{') + "\"}";
+  CHECK(jsonDepthWithin(inString.data(), inString.size(), kMaxJsonDepth));
+  // A 16 KiB line of '[' is refused by the scan, which has no recursion.
+  const std::string line(Device::kMaxLine, '[');
+  CHECK(!jsonDepthWithin(line.data(), line.size(), kMaxJsonDepth));
+  ServerMessage m;
+  CHECK(!m.parse(line.data(), line.size()));
+  CHECK_STR(m.error(), "nested deeper than 32 levels, refused unparsed");
+  const std::string deepCommand = "{\"type\":\"fromservertonode\",\"action\":\"x\",\"id\":\"c\",\"params\":{\"p\":" +
+                                  std::string(40, '[') + std::string(40, ']') + "}}";
+  CHECK(!m.parse(deepCommand.data(), deepCommand.size()));
+  const std::string fine = "{\"type\":\"pong\",\"x\":" + std::string(31, '[') + std::string(31, ']') + "}";
+  CHECK(m.parse(fine.data(), fine.size()) && m.kind == ServerMsg::Pong);
+}
+
+TEST(device_refuses_a_deeply_nested_line_and_stays_online) {
+  Rig r;
+  bringOnline(*r.d, r.p);
+  // The largest such line the device takes in: 16 KiB, plain and in base64.
+  std::string plain = "{\"a\":" + std::string(Device::kMaxLine - 5, '[');
+  r.p.sayPlain(plain);
+  std::string forB64 = "{\"a\":" + std::string(Device::kMaxLine / 4 * 3 - 5, '[');
+  r.p.say(forB64);
+  r.p.say("{\"type\":\"fromservertonode\",\"action\":\"togglerele\",\"id\":\"after\"}");
+  run(*r.d, r.p, 200);
+  CHECK(r.p.logged("nested deeper than 32 levels"));
+  CHECK(r.d->state() == Device::State::Online);
+  CHECK(r.p.relay);  // the command after the bad lines still ran
+}
+
+// ---------------------------------------------------------------- base64 in place (RAM)
+
+TEST(base64_decodes_in_place) {
+  std::mt19937 rng(9);
+  bool ok = true;
+  for (size_t len = 0; len < 300; ++len) {
+    std::string in(len, '\0');
+    for (size_t i = 0; i < len; ++i) in[i] = static_cast<char>(rng());
+    std::string text = refBase64(in);
+    std::vector<char> buf(text.begin(), text.end());
+    buf.push_back('\0');
+    size_t n = 999;
+    if (!b64DecodeInPlace(buf.data(), text.size(), &n) || n != len) ok = false;
+    if (std::string(buf.data(), n) != in || buf[n] != '\0') ok = false;
+  }
+  CHECK(ok);
+  char bad[] = "Zm9v!A==";
+  size_t n = 0;
+  CHECK(!b64DecodeInPlace(bad, 8, &n));
+  char odd[] = "Zm9vY";  // not a whole number of groups
+  CHECK(!b64DecodeInPlace(odd, 5, &n));
+  char padded[] = "Zm8=Zm8=";  // padding in the middle
+  CHECK(!b64DecodeInPlace(padded, 8, &n));
+}
+
+TEST(device_buffers_are_about_31_KB) {
+  // 43 KB before the decode buffer went (issue 16): the line buffer, the
+  // resend ring, the recent commands and the send buffers.
+  printf("     sizeof(Device) = %lu bytes\n", static_cast<unsigned long>(sizeof(Device)));
+  CHECK(sizeof(Device) < 32 * 1024);
+  CHECK(layoutMatches());
+}
+
+// ---------------------------------------------------------------- clock wrap (defect 4)
+
+TEST(device_reconnects_after_a_long_outage_across_the_clock_wrap) {
+  // An outage of 2^32 ms + 0.1 s: a timer compared by elapsed time alone
+  // would see 0.1 s and wait out its 0.5 s again; one compared with a stored
+  // end time would see it 0.4 s in the future. Kept due all along, it fires
+  // at once.
+  Rig r;
+  r.p.rnd = 0;  // backoff 0.5 s
+  r.p.now = 0xFFFF0000u;
+  r.p.serverUp = false;
+  run(*r.d, r.p, 20);
+  CHECK(r.p.connects == 1);
+  CHECK(r.d->waitLeftMs() > 400);
+  r.p.link = false;
+  r.p.serverUp = true;
+  const uint64_t outage = (1ULL << 32) + 100;
+  for (uint64_t t = 0; t < outage;) {
+    r.d->poll();
+    const uint64_t step = outage - t < 60000 ? outage - t : 60000;
+    r.p.now += static_cast<uint32_t>(step);
+    t += step;
+  }
+  CHECK(r.p.connects == 1);
+  r.p.link = true;
+  r.d->poll();
+  CHECK(r.p.connects == 2);  // at once: the attempt was long due
+  CHECK(r.d->state() == Device::State::AwaitWelcome);
+
+  // 30 days without Wi-Fi after a refused try (the range where a stored end
+  // time compares as 25 days in the future): the next try still comes at once.
+  Rig r2;
+  r2.p.now = 0x80000000u;
+  r2.p.serverUp = false;
+  run(*r2.d, r2.p, 20);
+  const int tries = r2.p.connects;
+  CHECK(tries == 1);
+  r2.p.link = false;
+  for (int i = 0; i < 30 * 24 * 60; ++i) {
+    r2.d->poll();
+    r2.p.now += 60000;
+  }
+  r2.p.link = true;
+  run(*r2.d, r2.p, 100);
+  CHECK(r2.p.connects == tries + 1);
+}
+
+TEST(device_pause_and_readings_across_the_clock_wrap) {
+  Rig r;
+  r.p.now = 0xFFFFF000u;
+  run(*r.d, r.p, 20);
+  r.p.say("{\"type\":\"error\",\"error\":\"unauthorized\"}");
+  run(*r.d, r.p, 20);
+  CHECK(r.d->state() == Device::State::Rejected);
+  const int connects = r.p.connects;
+  run(*r.d, r.p, 15 * 60 * 1000 - 1000, 500);  // crosses 2^32 early on
+  CHECK(r.p.connects == connects);
+  run(*r.d, r.p, 2000, 500);
+  CHECK(r.p.connects == connects + 1);
+  CHECK(r.d->readingsTaken() >= 180);  // one every 5 s all along
+}
+
+// ---------------------------------------------------------------- error codes (defect 5)
+
+TEST(device_unauthorized_pause_has_jitter_so_a_fleet_does_not_return_in_step) {
+  uint32_t pauses[3];
+  const uint32_t rnds[3] = {0, 123456789u, 0xFFFFFFFFu};
+  for (int k = 0; k < 3; ++k) {
+    Rig r;
+    r.p.rnd = rnds[k];
+    run(*r.d, r.p, 20);
+    r.p.say("{\"type\":\"error\",\"error\":\"unauthorized\",\"detail\":\"unknown device or wrong token\"}");
+    run(*r.d, r.p, 20);
+    CHECK(r.d->state() == Device::State::Rejected);
+    pauses[k] = r.d->waitLeftMs();
+    CHECK(pauses[k] >= 15u * 60 * 1000 - 100 && pauses[k] <= 15u * 60 * 1000 * 3 / 2);
+  }
+  CHECK(pauses[0] != pauses[1] && pauses[1] != pauses[2]);
+}
+
+namespace {
+// The server answers the hello with an error, then closes; returns the wait before the next try.
+uint32_t answerHelloWith(Rig& r, const char* error) {
+  run(*r.d, r.p, 20);
+  CHECK(r.d->state() == Device::State::AwaitWelcome);
+  r.p.say(error);
+  r.p.peerClosed = true;
+  run(*r.d, r.p, 10);
+  return r.d->waitLeftMs();
+}
+}  // namespace
+
+TEST(device_unavailable_means_the_normal_backoff_not_the_long_pause) {
+  Rig r;
+  r.p.rnd = 0;
+  const uint32_t wait = answerHelloWith(r, "{\"type\":\"error\",\"error\":\"unavailable\",\"detail\":\"server could not check the token; try again\"}");
+  CHECK(r.d->state() == Device::State::Offline);
+  CHECK(wait <= 1000);
+  CHECK(r.p.logged("could not check our id and token just now (unavailable - server could not check"));
+  CHECK(!r.p.logged("refused this device"));
+  // It keeps trying with growing pauses: a second and a third answer, still no long pause.
+  run(*r.d, r.p, wait + 20);
+  CHECK(r.p.connects == 2);
+  const uint32_t wait2 = answerHelloWith(r, "{\"type\":\"error\",\"error\":\"unavailable\"}");
+  CHECK(wait2 > wait && wait2 <= 2000);
+  CHECK(r.d->state() == Device::State::Offline);
+}
+
+TEST(device_late_hello_protocol_error_means_the_normal_backoff) {
+  Rig r;
+  const uint32_t wait = answerHelloWith(r, "{\"type\":\"error\",\"error\":\"protocol\",\"detail\":\"no hello within 10 s\"}");
+  CHECK(r.d->state() == Device::State::Offline);
+  CHECK(wait <= 1000);
+  CHECK(r.p.logged("The server did not take our hello (protocol - no hello within 10 s)"));
+  // Once online, a "protocol" reply to one bad line does not end the connection.
+  run(*r.d, r.p, wait + 20);
+  r.p.take();
+  r.p.say("{\"type\":\"welcome\"}");
+  run(*r.d, r.p, 20);
+  r.p.say("{\"type\":\"error\",\"error\":\"protocol\",\"detail\":\"no command \\\"x\\\" is waiting for an ack\"}");
+  run(*r.d, r.p, 20);
+  CHECK(r.d->state() == Device::State::Online);
+}
+
+TEST(device_going_away_reconnects_after_a_pause) {
+  Rig r;
+  r.p.rnd = 0;
+  bringOnline(*r.d, r.p);
+  run(*r.d, r.p, 15000);  // a stable connection: the backoff starts over
+  r.p.say("{\"type\":\"error\",\"error\":\"going_away\",\"detail\":\"server is shutting down\"}");
+  r.p.peerClosed = true;
+  run(*r.d, r.p, 10);
+  CHECK(r.d->state() == Device::State::Offline);
+  CHECK(r.p.logged("The server is closing this connection (going_away - server is shutting down)"));
+  const uint32_t wait = r.d->waitLeftMs();
+  CHECK(wait >= 400 && wait <= 1000);  // a pause, not at once, and not the long rest
+  const int connects = r.p.connects;
+  run(*r.d, r.p, 1100);
+  CHECK(r.p.connects == connects + 1);
+}
+
+// ---------------------------------------------------------------- out-of-range numbers (defect 6)
+
+TEST(device_out_of_range_numbers_are_refused_without_undefined_behaviour) {
+  Rig r;
+  bringOnline(*r.d, r.p);
+  // The build with -fsanitize=float-cast-overflow (make test) stops here if a
+  // double outside the range of an integer type is ever cast to it.
+  const char* bad[] = {"1e300", "-1e300", "1.7976931348623157e308", "4294967796", "1e19",
+                       "\"1e400\"", "\"-1e400\"", "\"nan\"", "\"inf\"", "\"-inf\"", "\"0x10\"",
+                       "9223372036854775808", "\"18446744073709551616\""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    r.p.say(std::string("{\"type\":\"fromservertonode\",\"action\":\"changesetting\",\"id\":\"n") +
+            char('a' + i) + "\",\"params\":{\"interval_ms\":" + bad[i] + "}}");
+    run(*r.d, r.p, 20);
+    std::vector<std::string> out = r.p.take();
+    CHECK(out.size() == 1);
+    if (out.empty()) continue;
+    Json a(out[0]);
+    CHECK(a.boolean("ok") == 0);
+    CHECK(a.str("result", "error").find("interval_ms must be a whole number") == 0);
+  }
+  CHECK(r.d->intervalMs() == 5000);
+  r.p.say("{\"type\":\"fromservertonode\",\"action\":\"changesetting\",\"id\":\"big-ok\",\"params\":{\"interval_ms\":8.64e7}}");
+  run(*r.d, r.p, 20);
+  CHECK(r.d->intervalMs() == 86400000u);
+}
+
+// ---------------------------------------------------------------- connect failures (robustness)
+
+TEST(device_says_which_way_a_connect_failed) {
+  struct Case {
+    ConnectResult result;
+    const char* says;
+  } cases[] = {
+      {ConnectResult::DnsFailed, "Could not look up the server's name \"127.0.0.1\""},
+      {ConnectResult::Refused, "refused the connection: nothing listens on that port"},
+      {ConnectResult::TimedOut, "No answer from 127.0.0.1:7000 within 5.0 s"},
+      {ConnectResult::TlsFailed, "but TLS failed"},
+      {ConnectResult::Failed, "Could not connect to 127.0.0.1:7000"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+    Rig r;
+    r.p.serverUp = false;
+    r.p.failure = cases[i].result;
+    run(*r.d, r.p, 20);
+    CHECK(r.p.logged(cases[i].says));
+    CHECK(r.p.logged("Next try in"));
+    CHECK(r.p.lastConnectTimeoutMs == 5000);
+  }
+}
+
+// ---------------------------------------------------------------- power-on state (robustness)
+
+TEST(device_relay_power_on_state_off_on_and_last) {
+  {
+    DeviceConfig c = testConfig();
+    c.powerOn = PowerOn::On;
+    Rig r(c);
+    CHECK(r.p.relay && r.d->relay());
+    CHECK(r.p.logged("relay on (power-on state: on)"));
+  }
+  {
+    Rig r;  // off, the default
+    CHECK(!r.p.relay);
+    CHECK(r.p.relayWrites == 1);
+  }
+  {
+    DeviceConfig c = testConfig();
+    c.powerOn = PowerOn::Last;
+    Rig r(c);  // nothing kept yet: off
+    CHECK(!r.p.relay);
+    CHECK(r.p.logged("power-on state: last; none kept yet"));
+    bringOnline(*r.d, r.p);
+    r.p.say("{\"type\":\"fromservertonode\",\"action\":\"togglerele\",\"id\":\"t1\"}");
+    run(*r.d, r.p, 20);
+    CHECK(r.p.haveSaved && r.p.saved && r.p.saves == 1);
+    r.p.say("{\"type\":\"fromservertonode\",\"action\":\"changesetting\",\"id\":\"t2\",\"params\":{\"relay\":true}}");
+    run(*r.d, r.p, 20);
+    CHECK(r.p.saves == 1);  // unchanged: no flash write
+    r.p.say("{\"type\":\"fromservertonode\",\"action\":\"changesetting\",\"id\":\"t3\",\"params\":{\"relay\":false}}");
+    run(*r.d, r.p, 20);
+    CHECK(r.p.saves == 2 && !r.p.saved);
+  }
+  {
+    DeviceConfig c = testConfig();
+    c.powerOn = PowerOn::Last;
+    FakePlatform p;
+    p.haveSaved = true;
+    p.saved = true;
+    alignas(Device) static unsigned char storage[sizeof(Device)];
+    Device* d = new (storage) Device(p, c);
+    d->begin(8);
+    CHECK(p.relay && d->relay() && p.relayWrites == 1);  // straight to on, never off first
+    CHECK(p.saves == 0);
+    CHECK(p.logged("relay on (power-on state: as before the restart)"));
+    d->~Device();
+  }
+}
+
+// ---------------------------------------------------------------- reboot timeout (robustness)
+
+TEST(device_restarts_after_the_reboot_timeout_without_the_server) {
+  DeviceConfig c = testConfig();
+  c.rebootTimeoutMs = 15 * 60 * 1000;
+  Rig r(c);
+  r.p.now = 0xFFFFFF00u;  // and across the clock wrap
+  r.d->begin(7);
+  r.p.serverUp = false;
+  run(*r.d, r.p, 15 * 60 * 1000 - 1000, 100);
+  CHECK(r.p.restarts == 0);
+  run(*r.d, r.p, 2000, 100);
+  CHECK(r.p.restarts == 1);
+  CHECK(r.p.logged("No connection to the server for 15.0 min: restarting the board"));
+
+  // Online for an hour: no restart.
+  Rig on(c);
+  bringOnline(*on.d, on.p);
+  for (int i = 0; i < 120; ++i) {
+    on.p.say("{\"type\":\"pong\"}");
+    run(*on.d, on.p, 30000, 100);
+  }
+  CHECK(on.p.restarts == 0);
+
+  // Resting after "unauthorized" (a restart cannot fix a token): no restart either.
+  DeviceConfig c2 = c;
+  c2.rebootTimeoutMs = 60 * 1000;
+  Rig rej(c2);
+  run(*rej.d, rej.p, 20);
+  rej.p.say("{\"type\":\"error\",\"error\":\"unauthorized\"}");
+  run(*rej.d, rej.p, 10 * 60 * 1000, 100);
+  CHECK(rej.d->state() == Device::State::Rejected);
+  CHECK(rej.p.restarts == 0);
 }
 
 // ---------------------------------------------------------------- main

@@ -1,5 +1,6 @@
 #include "device_core.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,21 +10,25 @@ namespace sockpit {
 
 namespace {
 
-// Wrap-safe clock arithmetic: millis() wraps after 49.7 days.
-bool reached(uint32_t now, uint32_t at) { return static_cast<int32_t>(now - at) >= 0; }
-uint32_t since(uint32_t now, uint32_t then) { return now - then; }
-
-// "2.5 s" - one decimal, no floating point needed.
-struct Secs {
+// "2.5 s" below two minutes, "16.4 min" above: one decimal, no floating point.
+struct Dur {
   char text[24];
-  explicit Secs(uint32_t ms) {
-    snprintf(text, sizeof text, "%lu.%lu s", static_cast<unsigned long>(ms / 1000),
-             static_cast<unsigned long>((ms % 1000) / 100));
+  explicit Dur(uint32_t ms) {
+    if (ms < 120000) {
+      snprintf(text, sizeof text, "%lu.%lu s", static_cast<unsigned long>(ms / 1000),
+               static_cast<unsigned long>((ms % 1000) / 100));
+    } else {
+      snprintf(text, sizeof text, "%lu.%lu min", static_cast<unsigned long>(ms / 60000),
+               static_cast<unsigned long>((ms % 60000) / 6000));
+    }
   }
 };
 
 // A whole number from a JSON number or a numeric string ("5000"): web forms
-// tend to send strings.
+// tend to send strings. The server passes on any finite double, and strtod
+// also reads "1e400" (infinity) and "nan"; a double outside the range of an
+// integer type must not be cast to it (undefined behaviour), so the range is
+// checked first, on the double itself.
 bool wholeNumber(const cJSON* v, double* out) {
   double d;
   if (cJSON_IsNumber(v)) {
@@ -35,7 +40,10 @@ bool wholeNumber(const cJSON* v, double* out) {
   } else {
     return false;
   }
-  if (d != static_cast<double>(static_cast<long long>(d))) return false;
+  // 2^53: beyond it doubles are all whole, and no setting is that big.
+  // NaN fails both comparisons.
+  if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0)) return false;
+  if (floor(d) != d) return false;
   *out = d;
   return true;
 }
@@ -83,7 +91,27 @@ const char* errorHint(const char* code) {
   return "";
 }
 
+// " (detail)" or "", for log lines.
+struct Paren {
+  char text[80];
+  explicit Paren(const char* detail) {
+    if (detail && *detail) {
+      snprintf(text, sizeof text, " (%.72s)", detail);
+    } else {
+      text[0] = '\0';
+    }
+  }
+};
+
 }  // namespace
+
+CoreLayout coreLayout() {
+  CoreLayout c;
+  c.maxLine = SOCKPIT_MAX_LINE;
+  c.resendSlots = SOCKPIT_RESEND_SLOTS;
+  c.deviceSize = sizeof(Device);
+  return c;
+}
 
 DeviceConfig::DeviceConfig()
     : deviceId(""),
@@ -99,7 +127,10 @@ DeviceConfig::DeviceConfig()
       unauthorizedPauseMs(15UL * 60UL * 1000UL),
       backoffBaseMs(1000),
       backoffCapMs(30000),
-      stableAfterMs(10000) {}
+      stableAfterMs(10000),
+      connectTimeoutMs(5000),
+      rebootTimeoutMs(0),
+      powerOn(PowerOn::Off) {}
 
 Device::Device(Platform& platform, const DeviceConfig& config)
     : p_(platform),
@@ -110,46 +141,82 @@ Device::Device(Platform& platform, const DeviceConfig& config)
       relay_(false),
       intervalMs_(config.intervalMs),
       backoff_(config.backoffBaseMs, config.backoffCapMs),
-      nextAttemptAt_(0),
       connectedAt_(0),
       onlineSince_(0),
+      stable_(false),
       lastRxAt_(0),
       lastTxAt_(0),
-      lastReadingAt_(0),
-      pausedUntil_(0),
       doneNext_(0),
       splitter_(rxLine_, kMaxLine) {
   memset(done_, 0, sizeof done_);
 }
 
 void Device::begin(uint32_t bootId) {
+  // The relay first: it should not sit in the wrong state while we log.
+  bool saved = false;
+  const bool haveSaved = cfg_.powerOn == PowerOn::Last && p_.loadRelay(&saved);
+  relay_ = cfg_.powerOn == PowerOn::On || (haveSaved && saved);
+  p_.setRelay(relay_);
+
   boot_ = bootId;
   seq_ = 0;
   if (intervalMs_ < kMinIntervalMs) intervalMs_ = kMinIntervalMs;
   if (intervalMs_ > kMaxIntervalMs) intervalMs_ = kMaxIntervalMs;
-  relay_ = false;
-  p_.setRelay(false);
   const uint32_t now = p_.nowMs();
-  lastReadingAt_ = now;
-  nextAttemptAt_ = now;
+  reading_.start(now, intervalMs_);
+  attempt_.start(now, 0);
+  reboot_.start(now, cfg_.rebootTimeoutMs);
   state_ = State::Offline;
-  logf("sockpit device \"%s\" starting (firmware %s, boot #%lu). A reading every %s; relay off.",
-       cfg_.deviceId, cfg_.firmware, static_cast<unsigned long>(boot_), Secs(intervalMs_).text);
+
+  const char* why = "";
+  if (cfg_.powerOn == PowerOn::On) {
+    why = " (power-on state: on)";
+  } else if (cfg_.powerOn == PowerOn::Last) {
+    why = haveSaved ? " (power-on state: as before the restart)" : " (power-on state: last; none kept yet)";
+  }
+  logf("sockpit device \"%s\" starting (firmware %s, boot #%lu). A reading every %s; relay %s%s.",
+       cfg_.deviceId, cfg_.firmware, static_cast<unsigned long>(boot_), Dur(intervalMs_).text,
+       relay_ ? "on" : "off", why);
+}
+
+uint32_t Device::waitLeftMs() const {
+  const uint32_t now = p_.nowMs();
+  if (state_ == State::Offline) return attempt_.remaining(now);
+  if (state_ == State::Rejected) return pause_.remaining(now);
+  return 0;
 }
 
 void Device::poll() {
   const uint32_t now = p_.nowMs();
 
   // Readings are taken whether or not we are online: the buffer keeps them.
-  if (since(now, lastReadingAt_) >= intervalMs_) {
-    lastReadingAt_ = now;
+  if (reading_.due(now)) {
+    reading_.start(now, intervalMs_);
     takeReading();
   }
 
+  // The last resort: a Wi-Fi stack or router that is wedged in a way no
+  // reconnect fixes. Online, or resting after "unauthorized", counts as
+  // contact (a restart would not fix a token).
+  if (state_ == State::Online || state_ == State::Rejected) reboot_.start(now, cfg_.rebootTimeoutMs);
+  if (cfg_.rebootTimeoutMs > 0 && reboot_.due(now)) {
+    logf("No connection to the server for %s: restarting the board as a last resort. "
+         "%lu unconfirmed reading(s) are lost.",
+         Dur(cfg_.rebootTimeoutMs).text, static_cast<unsigned long>(resend_.size()));
+    if (connected()) p_.tcpClose();
+    reboot_.start(now, cfg_.rebootTimeoutMs);  // for a platform whose restart returns
+    p_.restart();
+    return;
+  }
+
   switch (state_) {
-    case State::Offline:
-      if (p_.linkUp() && reached(now, nextAttemptAt_)) connect();
+    case State::Offline: {
+      // due() runs on every poll, network or not, so the timer stays right
+      // through an outage of any length (see timer.h).
+      const bool due = attempt_.due(now);
+      if (due && p_.linkUp()) connect();
       break;
+    }
     case State::AwaitWelcome:
     case State::Online:
       if (!p_.linkUp()) {
@@ -158,40 +225,77 @@ void Device::poll() {
       }
       receive();
       if (state_ == State::AwaitWelcome &&
-          since(p_.nowMs(), connectedAt_) >= cfg_.welcomeTimeoutMs) {
+          elapsedMs(p_.nowMs(), connectedAt_) >= cfg_.welcomeTimeoutMs) {
         drop("The server did not answer our hello");
       } else if (state_ == State::Online) {
+        if (!stable_ && elapsedMs(p_.nowMs(), onlineSince_) >= cfg_.stableAfterMs) {
+          // Only a connection that lasted starts the backoff over; otherwise a
+          // server that welcomes and then drops us would be hammered.
+          stable_ = true;
+          backoff_.reset();
+        }
         keepAlive();
         flushResends();
       }
       break;
     case State::Rejected:
-      if (reached(now, pausedUntil_)) {
+      if (pause_.due(now)) {
         logf("The pause is over; trying the server again with the same id and token.");
         backoff_.reset();
         state_ = State::Offline;
-        nextAttemptAt_ = now;
+        attempt_.start(now, 0);
       }
       break;
   }
 }
 
+void Device::retryLater(const char* fmt, ...) {
+  const uint32_t delay = backoff_.next(p_.random32());
+  attempt_.start(p_.nowMs(), delay);
+  char what[240];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  logf("%s Next try in %s.", what, Dur(delay).text);
+}
+
 void Device::connect() {
-  logf("Connecting to the sockpit server at %s:%u ...", cfg_.host, static_cast<unsigned>(cfg_.port));
-  if (!p_.tcpConnect(cfg_.host, cfg_.port)) {
-    const char* why = p_.tcpError();
-    const uint32_t delay = backoff_.next(p_.random32());
-    nextAttemptAt_ = p_.nowMs() + delay;
-    logf("Server unreachable at %s:%u%s%s%s. Is sockpit running there, with its device port open? "
-         "Next try in %s.",
-         cfg_.host, static_cast<unsigned>(cfg_.port), *why ? " (" : "", why, *why ? ")" : "",
-         Secs(delay).text);
+  const char* host = cfg_.host;
+  const unsigned port = cfg_.port;
+  logf("Connecting to the sockpit server at %s:%u ...", host, port);
+  const ConnectResult r = p_.tcpConnect(host, cfg_.port, cfg_.connectTimeoutMs);
+  if (r != ConnectResult::Ok) {
+    const Paren why(p_.tcpError());
+    switch (r) {
+      case ConnectResult::DnsFailed:
+        retryLater("Could not look up the server's name \"%s\"%s: is the name right, and does this network "
+                   "have a DNS server?", host, why.text);
+        break;
+      case ConnectResult::Refused:
+        retryLater("The server's machine at %s:%u refused the connection: nothing listens on that port. "
+                   "Is sockpit running there, and is this its device port?", host, port);
+        break;
+      case ConnectResult::TimedOut:
+        retryLater("No answer from %s:%u within %s: wrong address, machine switched off, or a firewall "
+                   "dropping the port?", host, port, Dur(cfg_.connectTimeoutMs).text);
+        break;
+      case ConnectResult::TlsFailed:
+        retryLater("Reached %s:%u, but TLS failed%s: is the CA the server's, and is \"%s\" a name in its "
+                   "certificate?", host, port, why.text, host);
+        break;
+      default:
+        retryLater("Could not connect to %s:%u%s.", host, port, why.text);
+        break;
+    }
     return;
   }
   const uint32_t now = p_.nowMs();
   splitter_.reset();
   state_ = State::AwaitWelcome;
+  stable_ = false;
   connectedAt_ = lastRxAt_ = lastTxAt_ = now;
+  reboot_.start(now, cfg_.rebootTimeoutMs);
   logf("Connected. Saying hello as \"%s\" and waiting for the server's welcome ...", cfg_.deviceId);
   if (!buildHello(txJson_, sizeof txJson_, cfg_.deviceId, cfg_.token, cfg_.firmware)) {
     drop("The device id or token is too long to send");
@@ -205,10 +309,8 @@ void Device::receive() {
   for (int round = 0; round < 8 && connected(); ++round) {
     const int n = p_.tcpRead(rxChunk_, sizeof rxChunk_);
     if (n < 0) {
-      const char* why = p_.tcpError();
-      char reason[96];
-      snprintf(reason, sizeof reason, "The server closed the connection%s%s%s", *why ? " (" : "",
-               why, *why ? ")" : "");
+      char reason[112];
+      snprintf(reason, sizeof reason, "The server closed the connection%s", Paren(p_.tcpError()).text);
       drop(reason);
       return;
     }
@@ -227,23 +329,20 @@ void Device::receive() {
   }
 }
 
-void Device::handleLine(const char* line, size_t len) {
+void Device::handleLine(char* line, size_t len) {
   lastRxAt_ = p_.nowMs();
+  reboot_.start(lastRxAt_, cfg_.rebootTimeoutMs);
 
   // We always send base64, so the server answers in base64; a line starting
   // with '{' is plain JSON, as the server itself allows for debugging.
-  const char* json = line;
   size_t jsonLen = len;
-  if (line[0] != '{') {
-    if (!b64Decode(line, len, decoded_, sizeof decoded_, &jsonLen)) {
-      logf("Ignoring a line from the server that is not valid base64.");
-      return;
-    }
-    json = decoded_;
+  if (line[0] != '{' && !b64DecodeInPlace(line, len, &jsonLen)) {
+    logf("Ignoring a line from the server that is not valid base64.");
+    return;
   }
 
   ServerMessage m;
-  if (!m.parse(json, jsonLen)) {
+  if (!m.parse(line, jsonLen)) {
     logf("Ignoring a message from the server: %s.", m.error());
     return;
   }
@@ -270,17 +369,43 @@ void Device::handleLine(const char* line, size_t len) {
     case ServerMsg::Pong:
       break;  // lastRxAt_ already updated
     case ServerMsg::Error:
-      if (!strcmp(m.code, "unauthorized")) {
-        reject(m.detail);
-      } else {
-        const char* hint = errorHint(m.code);
-        logf("The server reported a problem: %s%s%s%s%s.", m.code, m.detail ? " - " : "",
-             m.detail ? m.detail : "", *hint ? "; " : "", hint);
-      }
+      handleError(m);
       break;
     case ServerMsg::Other:
       logf("Ignoring a message of type \"%.32s\" that this firmware does not know.", m.type);
       break;
+  }
+}
+
+void Device::handleError(const ServerMessage& m) {
+  // The codes of docs/protocol.md. Only "unauthorized" earns the long rest:
+  // the others say "not now", and the normal backoff answers them.
+  const char* code = m.code;
+  const char* detail = m.detail ? m.detail : "";
+  const char* dash = m.detail ? " - " : "";
+  char reason[200];
+  if (!strcmp(code, "unauthorized")) {
+    reject(m.detail);
+  } else if (!strcmp(code, "unavailable")) {
+    snprintf(reason, sizeof reason,
+             "The server could not check our id and token just now (unavailable%s%.80s); "
+             "that is not a wrong token",
+             dash, detail);
+    drop(reason);
+  } else if (!strcmp(code, "going_away")) {
+    snprintf(reason, sizeof reason,
+             "The server is closing this connection (going_away%s%.80s): it is restarting, or a newer "
+             "connection with our id replaced this one",
+             dash, detail);
+    drop(reason);
+  } else if (!strcmp(code, "protocol") && state_ == State::AwaitWelcome) {
+    // Before the welcome, "protocol" is about our hello (say, it came too
+    // late), and the server closes the connection.
+    snprintf(reason, sizeof reason, "The server did not take our hello (protocol%s%.80s)", dash, detail);
+    drop(reason);
+  } else {
+    const char* hint = errorHint(code);
+    logf("The server reported a problem: %.32s%s%.80s%s%s.", code, dash, detail, *hint ? "; " : "", hint);
   }
 }
 
@@ -305,8 +430,7 @@ void Device::handleCommand(const ServerMessage& m) {
   }
   bool ok = false;
   if (!strcmp(m.action, "togglerele")) {
-    relay_ = !relay_;
-    p_.setRelay(relay_);
+    setRelayState(!relay_);
     cJSON_AddBoolToObject(result, "relay", relay_);
     ok = true;
     logf("Command togglerele: relay switched %s.", relay_ ? "ON" : "OFF");
@@ -350,7 +474,7 @@ bool Device::applySettings(const cJSON* params, cJSON* result) {
         snprintf(err, sizeof err, "interval_ms must be a whole number from %lu to %lu",
                  static_cast<unsigned long>(kMinIntervalMs), static_cast<unsigned long>(kMaxIntervalMs));
       } else {
-        interval = static_cast<uint32_t>(v);
+        interval = static_cast<uint32_t>(v);  // in range: checked just above
         haveInterval = true;
       }
     } else if (!strcmp(it->string, "relay")) {
@@ -372,49 +496,54 @@ bool Device::applySettings(const cJSON* params, cJSON* result) {
   if (haveInterval) {
     intervalMs_ = interval;
     cJSON_AddNumberToObject(result, "interval_ms", interval);
-    logf("Command changesetting: a reading every %s from now on.", Secs(interval).text);
+    logf("Command changesetting: a reading every %s from now on.", Dur(interval).text);
   }
   if (haveRelay) {
-    relay_ = relay;
-    p_.setRelay(relay_);
+    setRelayState(relay);
     cJSON_AddBoolToObject(result, "relay", relay_);
     logf("Command changesetting: relay switched %s.", relay_ ? "ON" : "OFF");
   }
   return true;
 }
 
+void Device::setRelayState(bool on) {
+  const bool changed = on != relay_;
+  relay_ = on;
+  p_.setRelay(on);
+  // Kept only when it changes: flash cells wear with every write.
+  if (changed && cfg_.powerOn == PowerOn::Last) p_.saveRelay(on);
+}
+
 void Device::reject(const char* detail) {
   p_.tcpClose();
   state_ = State::Rejected;
-  pausedUntil_ = p_.nowMs() + cfg_.unauthorizedPauseMs;
+  const uint32_t base = cfg_.unauthorizedPauseMs;
+  const uint32_t pause = base + p_.random32() % (base / 2 + 1);
+  pause_.start(p_.nowMs(), pause);
   logf("The server refused this device: unauthorized%s%s. It knows no device \"%s\" with this token. "
        "Check %s (a new token: npx sockpit device token %s).",
        detail ? " - " : "", detail ? detail : "", cfg_.deviceId, cfg_.credentialsHint, cfg_.deviceId);
-  logf("Not trying again for %lu minutes, so as not to hammer the server. Readings are kept meanwhile.",
-       static_cast<unsigned long>(cfg_.unauthorizedPauseMs / 60000));
+  logf("Not trying again for %s, so as not to hammer the server. Readings are kept meanwhile.",
+       Dur(pause).text);
 }
 
 void Device::drop(const char* reason) {
-  const uint32_t now = p_.nowMs();
-  // Only a connection that lasted starts the backoff over; otherwise a server
-  // that welcomes and then drops us would be hammered every second.
-  if (state_ == State::Online && since(now, onlineSince_) >= cfg_.stableAfterMs) backoff_.reset();
   p_.tcpClose();
   state_ = State::Offline;
   const uint32_t delay = backoff_.next(p_.random32());
-  nextAttemptAt_ = now + delay;
-  logf("%s. Reconnecting in %s.", reason, Secs(delay).text);
+  attempt_.start(p_.nowMs(), delay);
+  logf("%s. Reconnecting in %s.", reason, Dur(delay).text);
 }
 
 void Device::keepAlive() {
   const uint32_t now = p_.nowMs();
-  if (since(now, lastRxAt_) >= cfg_.silenceTimeoutMs) {
+  if (elapsedMs(now, lastRxAt_) >= cfg_.silenceTimeoutMs) {
     char reason[64];
-    snprintf(reason, sizeof reason, "No word from the server for %s", Secs(cfg_.silenceTimeoutMs).text);
+    snprintf(reason, sizeof reason, "No word from the server for %s", Dur(cfg_.silenceTimeoutMs).text);
     drop(reason);
     return;
   }
-  if (since(now, lastTxAt_) >= cfg_.idlePingMs && buildPing(txJson_, sizeof txJson_)) {
+  if (elapsedMs(now, lastTxAt_) >= cfg_.idlePingMs && buildPing(txJson_, sizeof txJson_)) {
     sendJson(txJson_);
   }
 }
@@ -481,10 +610,8 @@ bool Device::sendJson(const char* json) {
   }
   txLine_[len++] = '\n';
   if (!p_.tcpWrite(txLine_, len)) {
-    const char* why = p_.tcpError();
-    char reason[96];
-    snprintf(reason, sizeof reason, "Could not send to the server%s%s%s", *why ? " (" : "", why,
-             *why ? ")" : "");
+    char reason[112];
+    snprintf(reason, sizeof reason, "Could not send to the server%s", Paren(p_.tcpError()).text);
     drop(reason);
     return false;
   }
@@ -493,6 +620,7 @@ bool Device::sendJson(const char* json) {
 }
 
 void Device::logf(const char* fmt, ...) {
+  // On the stack, not the heap: a log line must never allocate.
   char line[320];
   va_list ap;
   va_start(ap, fmt);

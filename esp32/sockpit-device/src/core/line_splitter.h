@@ -22,7 +22,9 @@ class LineSplitter {
   // Empty lines are skipped silently.
   Event feed(const char** data, size_t* len);
 
-  const char* line() const { return buf_; }
+  // The line is the caller's to change (say, to decode it in place) until
+  // the next feed().
+  char* line() const { return buf_; }
   size_t lineLength() const { return lineLen_; }
 
   // Forget any partial line (call on every new connection).

@@ -25,6 +25,30 @@ const char* stringField(const cJSON* obj, const char* name) {
 
 }  // namespace
 
+bool jsonDepthWithin(const char* json, size_t len, unsigned maxDepth) {
+  unsigned depth = 0;  // open arrays and objects
+  bool inString = false;
+  for (size_t i = 0; i < len; ++i) {
+    const char c = json[i];
+    if (inString) {
+      if (c == '\\') {
+        ++i;  // whatever is escaped cannot end the string
+      } else if (c == '"') {
+        inString = false;
+      }
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '[' || c == '{') {
+      // The value opened here sits at level `depth` (the outermost at 0).
+      if (depth > maxDepth) return false;
+      ++depth;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
 bool buildHello(char* out, size_t cap, const char* device, const char* token,
                 const char* firmware) {
   cJSON* o = cJSON_CreateObject();
@@ -106,6 +130,10 @@ bool ServerMessage::parse(const char* json, size_t len) {
   // The text must be exactly one JSON value: no trailing bytes, no NULs.
   if (strlen(json) != len) {
     error_ = "contains a NUL byte";
+    return false;
+  }
+  if (!jsonDepthWithin(json, len, kMaxJsonDepth)) {
+    error_ = "nested deeper than 32 levels, refused unparsed";
     return false;
   }
   const char* end = 0;

@@ -1,4 +1,4 @@
-// Building the device's messages and parsing the server's (SPEC section 3).
+// Building the device's messages and parsing the server's (docs/protocol.md).
 // Everything here is plain JSON text; framing and base64 happen elsewhere.
 #pragma once
 
@@ -35,6 +35,18 @@ bool buildTelemetry(char* out, size_t cap, const char* msgId, const Readings& r)
 // echoed as the server sent it (string or number).
 bool buildAck(char* out, size_t cap, const cJSON* cmdId, bool ok, cJSON* result);
 
+// Deepest nesting accepted in a message from the server, counted as the
+// server counts it (docs/protocol.md): the top-level object is level 0, and
+// nothing may sit deeper than level 32.
+static const unsigned kMaxJsonDepth = 32;
+
+// True if no array or object in the JSON text sits deeper than maxDepth
+// (the outermost value is level 0). Brackets inside strings do not count.
+// It is a plain scan with no recursion, run before cJSON parses anything:
+// cJSON parses recursively and allows 1,000 levels, more than the 8 KiB
+// stack of the Arduino loop task can take.
+bool jsonDepthWithin(const char* json, size_t len, unsigned maxDepth);
+
 enum class ServerMsg { Welcome, Command, Stored, Pong, Error, Other };
 
 // A parsed server message. Pointers point into the parsed tree and stay
@@ -45,6 +57,7 @@ class ServerMessage {
   ~ServerMessage();
 
   // Parses one decoded line. On failure returns false and error() says why.
+  // A line nested deeper than kMaxJsonDepth is refused before parsing.
   bool parse(const char* json, size_t len);
 
   ServerMsg kind;

@@ -4,9 +4,7 @@
 
 #include <stddef.h>
 
-#ifndef SOCKPIT_RESEND_SLOTS
-#define SOCKPIT_RESEND_SLOTS 32
-#endif
+#include "sockpit_config.h"
 
 namespace sockpit {
 
