@@ -1,89 +1,23 @@
 /**
  * The ESP32 firmware's portable core (esp32/sockpit-device/src/core), built for Linux as
- * esp32/build/sockpit-device-host, against the real server: hello with a CLI-made token, online
- * in the dashboard's socket, readings, togglerele, and a server restart with resend.
+ * esp32/build/sockpit-device-host and run with an ESP32-sized stack, against the real server:
+ * hello with a CLI-made token, online in the dashboard's socket, readings, togglerele, a server
+ * restart (going_away, backoff, resend), and a wrong token (unauthorized, a long pause).
  *
  * Skips itself when the host program is not built (`make -C esp32 host`), unless
  * ESP32_HOST_REQUIRED=1, in which case a missing program is a failure.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { addDevice, ClientSocket, connectSocket, createUserAndLogin, emitAck, startServer, TestServer } from '../support/server';
+import { built, HostDevice, HOST_BIN, required, ROOT, SMALL_STACK_KIB } from './host-device';
 
-const ROOT = path.resolve(__dirname, '../..');
-const HOST_BIN = path.join(ROOT, 'esp32', 'build', 'sockpit-device-host');
 const CLI = path.join(ROOT, 'bin', 'sockpit.js');
-const built = fs.existsSync(HOST_BIN);
-const required = process.env.ESP32_HOST_REQUIRED === '1';
 
 // Readings every second: enough to see them flow, few enough that an outage of several backoff
 // rounds stays well inside the 32-reading resend buffer.
 const INTERVAL_MS = 1000;
-
-/** The host program, with its stdout (the ESP32's Serial log) kept line by line. */
-class HostDevice {
-  readonly lines: string[] = [];
-  private readonly proc: ChildProcess;
-  private readonly exited: Promise<number | null>;
-  private listeners: Array<() => void> = [];
-
-  constructor(args: string[]) {
-    this.proc = spawn(HOST_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let rest = '';
-    const onData = (chunk: Buffer) => {
-      rest += chunk.toString('utf8');
-      const parts = rest.split('\n');
-      rest = parts.pop() ?? '';
-      for (const line of parts) this.lines.push(line);
-      for (const l of this.listeners) l();
-    };
-    this.proc.stdout!.on('data', onData);
-    this.proc.stderr!.on('data', onData);
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)));
-  }
-
-  count(re: RegExp): number {
-    return this.lines.filter((l) => re.test(l)).length;
-  }
-
-  /** Resolves once `n` log lines match `re`. */
-  waitFor(re: RegExp, timeoutMs: number, n = 1): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this.count(re) >= n) {
-          done();
-          resolve();
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`host device never logged ${n}× ${re}; its log:\n${this.lines.join('\n')}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.listeners = this.listeners.filter((l) => l !== check);
-      };
-      this.listeners.push(check);
-      check();
-    });
-  }
-
-  /** Highest reading sequence number logged so far ("Reading <boot>-<seq>: …"). */
-  readingsTaken(): number {
-    let max = 0;
-    for (const l of this.lines) {
-      const m = /Reading \d+-(\d+):/.exec(l);
-      if (m) max = Math.max(max, Number(m[1]));
-    }
-    return max;
-  }
-
-  async stop(): Promise<number | null> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
-    return this.exited;
-  }
-}
 
 /** Creates the device with the CLI, as a maker would (`npx sockpit device add ID --json`). */
 async function deviceAddWithCli(server: TestServer, id: string): Promise<{ id: string; token: string }> {
@@ -155,13 +89,10 @@ if (!built && required) {
     socket.on('device:telemetry', (t: { deviceId: string; data: Record<string, unknown> }) => telemetry.push(t));
     socket.on('command:status', (c: { id: string; status: string; result: unknown }) => commandUpdates.push(c));
 
-    device = new HostDevice([
-      '--host', '127.0.0.1',
-      '--port', String(server.devicePort),
-      '--id', DEVICE_ID,
-      '--token', token,
-      '--interval-ms', String(INTERVAL_MS),
-    ]);
+    device = new HostDevice(
+      ['--host', '127.0.0.1', '--port', String(server.devicePort), '--id', DEVICE_ID, '--token', token, '--interval-ms', String(INTERVAL_MS)],
+      { stackKib: SMALL_STACK_KIB },
+    );
     await device.waitFor(/The server welcomed us: online/, 10_000);
     await until('device:status online', () => (statuses.some((s) => s.deviceId === DEVICE_ID && s.online) ? true : undefined));
   });
@@ -199,8 +130,8 @@ if (!built && required) {
     // Server down: the device keeps its readings and retries with growing pauses.
     const { dataDir, devicePort } = server;
     await server.close();
-    await dev.waitFor(/Reconnecting in/, 10_000);
-    await dev.waitFor(/Server unreachable at .*Next try in/, 15_000, 2);
+    await dev.waitFor(/The server is closing this connection \(going_away - server is shutting down\).*Reconnecting in/, 10_000);
+    await dev.waitFor(/refused the connection: nothing listens on that port.*Next try in/, 15_000, 2);
     await dev.waitFor(/Offline: kept for later/, 10_000, 2);
     const keptOffline = dev.count(/Offline: kept for later/);
     // Each pause is drawn from [ceiling/2, ceiling] and the ceiling doubles, so they never shrink.
@@ -230,4 +161,17 @@ if (!built && required) {
     expect(uptimes).toHaveLength(taken);
     expect(new Set(uptimes).size).toBe(taken);
   }, 90_000);
+
+  test('with a wrong token the server says unauthorized, and the device rests 15 to 22.5 minutes', async () => {
+    const wrong = new HostDevice(
+      ['--host', '127.0.0.1', '--port', String(server.devicePort), '--id', DEVICE_ID, '--token', 'not-the-token'],
+      { stackKib: SMALL_STACK_KIB },
+    );
+    const exit = await wrong.exited;
+    expect(exit.code).toBe(2);
+    expect(wrong.log).toMatch(/The server refused this device: unauthorized/);
+    const pause = Number(wrong.find(/Not trying again for (\d+\.\d) min/)![1]);
+    expect(pause).toBeGreaterThanOrEqual(15);
+    expect(pause).toBeLessThanOrEqual(22.5);
+  });
 });
