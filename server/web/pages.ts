@@ -73,7 +73,7 @@ export function pageRoutes(deps: PageDeps): Router {
       host: device.host,
       hostWarning: device.warning,
       hostHint,
-      snippet: firmwareSnippet(id, token, device.host, config.devicePort),
+      snippet: firmwareSnippet({ id, token, host: device.host, port: config.devicePort }),
       simulate: simulateLine(id, token, simHost, config.devicePort),
     };
   };
