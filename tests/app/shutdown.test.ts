@@ -47,7 +47,7 @@ describe('19. graceful shutdown under load', () => {
     const server = { baseUrl: child.baseUrl } as TestServer;
     const socket = await connectSocket(server, await login(server, 'owner', 'correct horse'));
     const inFlight = await emitAck(socket, 'command:send', { deviceId: 'term-1', action: 'togglerele' });
-    await devices[0]!.conn!.next((m) => m.type === 'fromservertonode');
+    await devices[0]!.next((m) => m.type === 'fromservertonode');
     socket.close();
 
     for (const d of devices) d.startStreaming(150);
@@ -60,7 +60,7 @@ describe('19. graceful shutdown under load', () => {
     expect(await exited).toBe(0);
     await Promise.all(devices.map((d) => d.stopStreaming()));
     for (const d of devices) {
-      expect(d.conn!.received.some((m) => m.type === 'error' && m.detail === 'server is shutting down')).toBe(true);
+      expect(d.received.some((m) => m.type === 'error' && m.detail === 'server is shutting down')).toBe(true);
       d.close();
     }
 

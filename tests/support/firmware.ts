@@ -1,18 +1,22 @@
 /**
- * A device that behaves like the firmware for at-least-once telemetry (docs/protocol.md): it numbers its
- * readings, keeps each until it is answered `stored`, and resends the unanswered ones after it
- * reconnects.
+ * A device that behaves like the firmware for at-least-once telemetry (docs/protocol.md): the one
+ * device client (server/devices/client.ts) numbering its readings `<boot>-<seq>`, keeping each until
+ * it is answered `stored` and resending the unanswered ones when it is welcomed again. The test
+ * decides when it connects and closes (no reconnects of its own) and keeps the books: every id
+ * sent, every id answered.
  */
-import { RawDevice } from './device';
+import { DeviceClient, tcpTransport } from '../../server/devices/client';
 import { sleep } from './child';
+import { Inbox } from './device';
 
 export class ReliableDevice {
   /** Reading ids sent at least once, in order. */
   readonly sent: string[] = [];
   /** Ids the server answered `stored`. */
   readonly stored = new Set<string>();
-  conn: RawDevice | null = null;
-  private seq = 0;
+  /** What the server sent on the current connection (the `stored` answers aside). */
+  inbox = new Inbox();
+  private client: DeviceClient | null = null;
   private streaming = false;
   private loop: Promise<void> | null = null;
 
@@ -22,16 +26,46 @@ export class ReliableDevice {
     private readonly boot = 1,
   ) {}
 
+  /** Connects and waits for the welcome; readings not yet answered are resent then, as the firmware does. */
   async connect(port: number): Promise<void> {
-    this.conn = await RawDevice.hello(port, this.id, this.token);
-    this.conn.socket.on('data', () => this.collect());
+    const transport = tcpTransport({ port });
+    this.client ??= new DeviceClient({
+      id: this.id,
+      token: this.token,
+      firmware: 'test/1',
+      transport,
+      bootId: String(this.boot),
+      reconnect: false,
+      maxUnacked: Infinity,
+      keepaliveMs: 0,
+      handlers: {
+        stored: (id) => void this.stored.add(id),
+        message: (m) => this.inbox.push(m),
+      },
+    });
+    this.client.transport = transport;
+    this.inbox = new Inbox();
+    await this.client.start();
+  }
+
+  /** The next message on this connection that matches. */
+  next(...args: Parameters<Inbox['next']>): ReturnType<Inbox['next']> {
+    return this.inbox.next(...args);
+  }
+
+  /** Messages received on this connection and not taken by `next`. */
+  get received(): Inbox['received'] {
+    return this.inbox.received;
+  }
+
+  get closed(): boolean {
+    return !this.client?.currentLink || this.client.currentLink.closed;
   }
 
   /** Sends one new reading; returns its id. */
   sendReading(): string {
-    const id = `${this.boot}-${++this.seq}`;
+    const id = this.client!.reading((seq) => ({ seq, boot: this.boot }));
     this.sent.push(id);
-    this.conn!.send({ type: 'telemetry', id, data: { seq: this.seq, boot: this.boot } });
     return id;
   }
 
@@ -41,7 +75,7 @@ export class ReliableDevice {
     this.loop = (async () => {
       const every = 1000 / perSecond;
       let next = performance.now();
-      while (this.streaming && this.conn && !this.conn.closed) {
+      while (this.streaming && !this.closed) {
         this.sendReading();
         next += every;
         const wait = next - performance.now();
@@ -55,30 +89,17 @@ export class ReliableDevice {
     await this.loop;
   }
 
-  /** Resends every reading not yet answered (after a reconnect), as the firmware does. */
-  resendUnanswered(): number {
-    let n = 0;
-    for (const id of this.sent) {
-      if (this.stored.has(id)) continue;
-      const seq = Number(id.split('-')[1]);
-      this.conn!.send({ type: 'telemetry', id, data: { seq, boot: this.boot } });
-      n++;
-    }
-    return n;
-  }
-
   /** Resends readings that were already answered: the server must store them only once. */
   resendAnswered(count: number): void {
     for (const id of [...this.stored].slice(0, count)) {
       const seq = Number(id.split('-')[1]);
-      this.conn!.send({ type: 'telemetry', id, data: { seq, boot: this.boot } });
+      this.client!.send({ type: 'telemetry', id, data: { seq, boot: this.boot } });
     }
   }
 
   /** A ping answered means every line before it was read and handled by the server. */
-  async barrier(timeoutMs = 8000): Promise<void> {
-    this.conn!.send({ type: 'ping' });
-    await this.conn!.next((m) => m.type === 'pong', timeoutMs);
+  barrier(timeoutMs = 8000): Promise<void> {
+    return this.client!.ping(timeoutMs);
   }
 
   get unanswered(): number {
@@ -86,17 +107,6 @@ export class ReliableDevice {
   }
 
   close(): void {
-    this.conn?.close();
-  }
-
-  private collect(): void {
-    const got = this.conn!.received;
-    for (let i = got.length - 1; i >= 0; i--) {
-      const m = got[i]!;
-      if (m.type === 'stored' && typeof m.id === 'string') {
-        this.stored.add(m.id);
-        got.splice(i, 1);
-      }
-    }
+    this.client?.closeLink();
   }
 }

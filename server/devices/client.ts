@@ -1,0 +1,583 @@
+/**
+ * The device side of the protocol (docs/protocol.md) in one module: the simulator (`npx sockpit
+ * simulate`), the tests, the soak and the bench all talk to the server through it. The firmware in
+ * esp32/ is the device's own code and stays apart.
+ *
+ * Two layers:
+ * - A link carries messages: it connects, sends a message in an encoding, hands over each message
+ *   it receives (decoded), reports backpressure, closes. A transport opens links; `tcpTransport`
+ *   (one message per line over TCP) is the one there is today. Another transport (WebSocket,
+ *   MQTT) is another `ClientTransport`; nothing above this layer changes.
+ * - `DeviceClient` is the device logic on any link: hello and welcome, readings with ids kept
+ *   until answered `stored` and resent after a reconnect, acks for commands, pings when idle,
+ *   reconnects with backoff and jitter, and what each error code means.
+ */
+import net from 'node:net';
+import { decodeLine, DecodeError, encodeLine, Encoding, LineSplitter, MAX_LINE_BYTES } from './codec';
+
+export type { Encoding };
+export type Message = Record<string, unknown>;
+
+// ---------------------------------------------------------------------------------------------
+// Links and transports
+
+/** What a link tells its owner. Only `message` and `close` are required. */
+export interface LinkHandlers {
+  /** A message from the server, decoded. */
+  message(msg: Message): void;
+  /**
+   * A `stored` answer, recognised without decoding the whole line (the bench and the soak get tens
+   * of thousands a second). Without this handler such answers arrive through `message`.
+   */
+  stored?(id: string): void;
+  /** Every line as it came, before decoding (tests look at the exact bytes). */
+  line?(raw: Buffer): void;
+  /** A line that is not a message (it was not decoded). */
+  undecodable?(error: DecodeError | 'line_too_long', detail: string): void;
+  /** The link takes writes again after `send` returned false. */
+  drain?(): void;
+  /** The link is gone (closed by either side, or failed). */
+  close(): void;
+}
+
+/** An open connection to the server that carries messages. */
+export interface ClientLink {
+  readonly transport: string;
+  /** Sends one message; false when the link is backed up (send more after `drain`) or closed. */
+  send(msg: object, encoding?: Encoding): boolean;
+  /**
+   * Writes data as it is, not as a message: bytes a test makes up, or lines the bench encoded
+   * ahead. What "as it is" means depends on the transport (TCP: bytes on the stream).
+   */
+  writeRaw(data: string | Buffer, encoding?: BufferEncoding): boolean;
+  /** Bytes written but not yet taken by the network. */
+  readonly bufferedBytes: number;
+  readonly closed: boolean;
+  /** Stops reading from the server (and resumes): the server's writes back up meanwhile. */
+  pause(): void;
+  resume(): void;
+  /** Ends our side once everything written is out; the server then closes. */
+  end(): void;
+  /** Closes at once. */
+  close(): void;
+}
+
+/** Opens links to one server address. */
+export interface ClientTransport {
+  readonly name: string;
+  /** Where it connects, for logs (`host:port`). */
+  readonly address: string;
+  /** Resolves once the link is up; rejects when it cannot be opened. */
+  open(handlers: LinkHandlers): Promise<ClientLink>;
+}
+
+export interface TcpTransportOptions {
+  host?: string;
+  port: number;
+  /** Source address (tests and the bench use 127.0.0.x to get past the per-address limit). */
+  localAddress?: string;
+  /** Default encoding of `send`: base64 as the firmware speaks, or plain JSON. */
+  encoding?: Encoding;
+  /** Lines from the server longer than this close the link (default 64 KiB). */
+  maxLineBytes?: number;
+}
+
+/** One message per line over TCP (docs/protocol.md, "Framing"). */
+export function tcpTransport(options: TcpTransportOptions): ClientTransport {
+  const host = options.host ?? '127.0.0.1';
+  return {
+    name: 'tcp',
+    address: `${host}:${options.port}`,
+    open: (handlers) => TcpClientLink.open({ ...options, host }, handlers),
+  };
+}
+
+const STORED_PREFIX = '{"type":"stored","id":"';
+const STORED_JSON = Buffer.from(STORED_PREFIX);
+/** The first 28 base64 characters encode exactly the first 21 bytes of the prefix. */
+const STORED_B64 = Buffer.from(Buffer.from(STORED_PREFIX).toString('base64').slice(0, 28), 'latin1');
+
+function startsWith(line: Buffer, prefix: Buffer): boolean {
+  return line.length > prefix.length && line.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+}
+
+/**
+ * The id of a `stored` answer in the form the server writes it (`{"type":"stored","id":"…"}`, in
+ * base64 or plain JSON), or null for any other line (which then goes through decodeLine).
+ */
+export function storedIdOf(line: Buffer): string | null {
+  let text: string;
+  if (line[0] === 0x7b) {
+    if (!startsWith(line, STORED_JSON)) return null;
+    text = line.toString('utf8');
+  } else {
+    if (!startsWith(line, STORED_B64)) return null;
+    text = Buffer.from(line.toString('latin1'), 'base64').toString('utf8');
+  }
+  if (!text.startsWith(STORED_PREFIX) || !text.endsWith('"}')) return null;
+  const id = text.slice(STORED_PREFIX.length, -2);
+  return id.length > 0 && !id.includes('"') && !id.includes('\\') ? id : null;
+}
+
+/** A TCP link: lines out through encodeLine, lines in through LineSplitter and decodeLine. */
+export class TcpClientLink implements ClientLink {
+  readonly transport = 'tcp';
+  private readonly splitter: LineSplitter;
+  private readonly onLine = (line: Buffer): void => {
+    const h = this.handlers;
+    h.line?.(line);
+    if (h.stored !== undefined) {
+      const id = storedIdOf(line);
+      if (id !== null) return h.stored(id);
+    }
+    const d = decodeLine(line);
+    if (d.ok) h.message(d.message);
+    else h.undecodable?.(d.error, d.detail);
+  };
+
+  private constructor(
+    readonly socket: net.Socket,
+    private readonly handlers: LinkHandlers,
+    private readonly encoding: Encoding,
+    maxLineBytes: number,
+  ) {
+    this.splitter = new LineSplitter(maxLineBytes);
+    socket.on('data', (chunk: Buffer) => {
+      if (this.splitter.push(chunk, this.onLine)) return;
+      handlers.undecodable?.('line_too_long', `a line from the server is longer than ${maxLineBytes} bytes`);
+      socket.destroy();
+    });
+    socket.on('drain', () => handlers.drain?.());
+    socket.on('close', () => handlers.close());
+  }
+
+  static open(o: TcpTransportOptions & { host: string }, handlers: LinkHandlers): Promise<TcpClientLink> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
+      const failed = (err: Error) => reject(err);
+      socket.once('error', failed);
+      socket.once('connect', () => {
+        socket.off('error', failed);
+        socket.on('error', () => {}); // 'close' follows, which is what the owner hears
+        resolve(new TcpClientLink(socket, handlers, o.encoding ?? 'base64', o.maxLineBytes ?? 4 * MAX_LINE_BYTES));
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  send(msg: object, encoding: Encoding = this.encoding): boolean {
+    if (this.socket.destroyed) return false;
+    return this.socket.write(encodeLine(msg, encoding));
+  }
+
+  writeRaw(data: string | Buffer, encoding: BufferEncoding = 'utf8'): boolean {
+    if (this.socket.destroyed) return false;
+    return typeof data === 'string' ? this.socket.write(data, encoding) : this.socket.write(data);
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device
+
+/** A command from the server (`fromservertonode`). */
+export interface DeviceCommand {
+  id: string;
+  action: string;
+  params?: Record<string, unknown>;
+}
+
+/** What the device answers to a command; `result` may say why it failed (`{ error: … }`). */
+export interface CommandReply {
+  ok: boolean;
+  result?: unknown;
+}
+
+/** What a DeviceClient tells its owner; every handler is optional. */
+export interface DeviceClientHandlers {
+  /** A connection attempt starts (0 is the first since the last welcome). */
+  connecting?(attempt: number): void;
+  /** The link is up; the hello is on its way. */
+  connected?(): void;
+  /** Could not open the link. */
+  linkError?(err: Error): void;
+  /** Welcomed; `resent` readings that had no `stored` answer were sent again. */
+  welcome?(msg: Message, resent: number): void;
+  /** A reading was answered `stored` (committed by the server). */
+  stored?(id: string): void;
+  /** A command; what it returns is sent as the ack. Returning null sends no ack. */
+  command?(cmd: DeviceCommand): CommandReply | null | undefined | Promise<CommandReply | null | undefined>;
+  /** An `error` message from the server (docs/protocol.md, "Errors and limits"). */
+  serverError?(code: string, detail: string | null): void;
+  /** The link closed; `retryInMs` is null when no reconnect follows. */
+  disconnected?(info: { wasReady: boolean; retryInMs: number | null }): void;
+  /** Every message from the server, after the client has handled it. */
+  message?(msg: Message): void;
+  /** A line from the server that could not be decoded. */
+  undecodable?(error: string, detail: string): void;
+  /** Every line from the server as it came (tests). */
+  line?(raw: Buffer): void;
+}
+
+export interface DeviceClientOptions {
+  id: string;
+  token: string;
+  firmware?: string;
+  transport: ClientTransport;
+  /** The encoding of what this device sends (default: the transport's). */
+  encoding?: Encoding;
+  /** Reconnect with backoff when the link closes (default true). Never after `unauthorized`. */
+  reconnect?: boolean;
+  /**
+   * Readings kept until answered `stored`, oldest dropped beyond this (default 256, as the
+   * firmware's resend buffer). Infinity keeps them all; 0 keeps none (the owner counts answers).
+   */
+  maxUnacked?: number;
+  /** First part of reading ids, `<boot>-<seq>`; default: this start's time in base 36. */
+  bootId?: string;
+  /** A ping goes out when nothing was sent for this long (default 30 s; the server closes after 120 s). 0: never. */
+  keepaliveMs?: number;
+  /** Wait before reconnect attempt `attempt` (default: DeviceClient.backoffMs). */
+  backoffMs?: (attempt: number) => number;
+  handlers?: DeviceClientHandlers;
+}
+
+export type DeviceState = 'idle' | 'connecting' | 'hello' | 'ready' | 'waiting' | 'refused' | 'stopped';
+
+/** One sweep for every client's keepalive, so that 20,000 devices in one process cost one timer. */
+const keepalives = new Set<DeviceClient>();
+let sweeper: NodeJS.Timeout | null = null;
+
+function sweep(): void {
+  const now = Date.now();
+  for (const c of keepalives) c.keepalive(now);
+}
+
+/**
+ * A device as the firmware behaves (docs/protocol.md): say hello, send readings with ids and keep
+ * each until it is answered `stored`, resend those after a reconnect, ack commands, ping when idle,
+ * reconnect with backoff and jitter. `unauthorized` stops it (a wrong token does not get better by
+ * retrying); `unavailable` (the server could not check the token) and `going_away` (shutdown, or
+ * replaced by a newer connection) are followed by a reconnect after a backoff; the other codes are
+ * reported and the connection stays as the server leaves it.
+ */
+export class DeviceClient {
+  /** Where it connects; may be replaced while no link is open (a test restarting its server on another port). */
+  transport: ClientTransport;
+  private readonly opts: DeviceClientOptions;
+  private readonly handlers: DeviceClientHandlers;
+  private readonly encoding: Encoding | undefined;
+  private readonly boot: string;
+  private readonly maxUnacked: number;
+  private readonly keepaliveMs: number;
+  private link: ClientLink | null = null;
+  private status: DeviceState = 'idle';
+  private seq = 0;
+  private readonly unacked = new Map<string, Message>();
+  private attempt = 0;
+  private retry: NodeJS.Timeout | null = null;
+  private lastSent = 0;
+  /** One entry per ping in flight, in order; a pong answers the oldest (null: a keepalive ping). */
+  private pings: ({ resolve: () => void; reject: (err: Error) => void } | null)[] = [];
+  private started: { resolve: () => void; reject: (err: Error) => void } | null = null;
+  private startPromise: Promise<void> | null = null;
+
+  constructor(options: DeviceClientOptions) {
+    this.opts = options;
+    this.transport = options.transport;
+    this.handlers = options.handlers ?? {};
+    this.encoding = options.encoding;
+    this.boot = options.bootId ?? Math.floor(Date.now() / 1000).toString(36);
+    this.maxUnacked = options.maxUnacked ?? 256;
+    this.keepaliveMs = options.keepaliveMs ?? 30_000;
+  }
+
+  /** Exponential backoff with jitter, capped at 30 s, as the firmware does. */
+  static backoffMs(attempt: number): number {
+    const base = Math.min(30_000, 500 * 2 ** Math.min(attempt, 10));
+    return Math.round(base / 2 + Math.random() * (base / 2));
+  }
+
+  get id(): string {
+    return this.opts.id;
+  }
+
+  get state(): DeviceState {
+    return this.status;
+  }
+
+  /** Welcomed on the current link. */
+  get ready(): boolean {
+    return this.status === 'ready';
+  }
+
+  /** Readings sent (or due) and not yet answered `stored`. */
+  get unackedCount(): number {
+    return this.unacked.size;
+  }
+
+  /** Bytes this device wrote that the network has not taken yet. */
+  get bufferedBytes(): number {
+    return this.link?.bufferedBytes ?? 0;
+  }
+
+  /** The current link, for what only a transport can do (tests pause it, the bench writes ahead). */
+  get currentLink(): ClientLink | null {
+    return this.link;
+  }
+
+  /**
+   * Connects (and, unless `reconnect` is off, keeps reconnecting). Resolves at the first welcome;
+   * rejects when the server refuses the device, when it is stopped first, or (without reconnects)
+   * when the link fails or closes before the welcome.
+   */
+  start(): Promise<void> {
+    if (this.startPromise && this.status !== 'stopped' && this.status !== 'refused' && this.status !== 'idle') return this.startPromise;
+    this.attempt = 0;
+    this.startPromise = new Promise<void>((resolve, reject) => (this.started = { resolve, reject }));
+    if (this.keepaliveMs > 0) {
+      keepalives.add(this);
+      sweeper ??= setInterval(sweep, 1000).unref();
+    }
+    this.connect();
+    return this.startPromise;
+  }
+
+  /** Closes the link and stops reconnecting. Readings not yet answered are kept for a later start. */
+  stop(): void {
+    this.status = 'stopped';
+    this.cleanup();
+    this.settleStart(new Error('stopped'));
+    this.link?.close();
+  }
+
+  /** Closes the current link; a reconnect follows when `reconnect` is on. */
+  closeLink(): void {
+    this.link?.close();
+  }
+
+  /**
+   * A reading that must not be lost: `{"type":"telemetry","id":"<boot>-<seq>","data":…}`, kept
+   * until answered `stored` and sent again after a reconnect. Sent now when welcomed, else at the
+   * next welcome. Returns its id.
+   */
+  reading(data: Record<string, unknown> | ((seq: number) => Record<string, unknown>)): string {
+    const seq = ++this.seq;
+    const id = `${this.boot}-${seq}`;
+    const msg = { type: 'telemetry', id, data: typeof data === 'function' ? data(seq) : data };
+    if (this.maxUnacked > 0) {
+      this.unacked.set(id, msg);
+      if (this.unacked.size > this.maxUnacked) this.unacked.delete(this.unacked.keys().next().value!);
+    }
+    if (this.ready) this.send(msg);
+    return id;
+  }
+
+  /** Sends every reading not yet answered `stored` again (done at each welcome). Returns how many. */
+  resendUnacked(): number {
+    for (const msg of this.unacked.values()) this.send(msg);
+    return this.unacked.size;
+  }
+
+  /** Sends any message; false when the link is backed up or there is none. */
+  send(msg: object): boolean {
+    if (!this.link) return false;
+    this.lastSent = Date.now();
+    return this.link.send(msg, this.encoding);
+  }
+
+  /** Writes data as it is (see ClientLink.writeRaw). */
+  writeRaw(data: string | Buffer, encoding?: BufferEncoding): boolean {
+    if (!this.link) return false;
+    this.lastSent = Date.now();
+    return this.link.writeRaw(data, encoding);
+  }
+
+  /**
+   * Sends a ping; resolves at its pong. The server answers in order, so by then it has read and
+   * handled every line sent before the ping.
+   */
+  ping(timeoutMs = 10_000): Promise<void> {
+    if (!this.ready) return Promise.reject(new Error(`${this.id} is not connected`));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = this.pings.indexOf(waiter);
+        if (i >= 0) this.pings[i] = null;
+        reject(new Error(`${this.id}: no pong within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err: Error) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this.pings.push(waiter);
+      this.send({ type: 'ping' });
+    });
+  }
+
+  /** Answers a command. */
+  ack(id: string, reply: CommandReply): boolean {
+    return this.send({ type: 'ack', id, ok: reply.ok, ...(reply.result !== undefined ? { result: reply.result } : {}) });
+  }
+
+  /** Called by the shared keepalive sweep: a ping when nothing went out for keepaliveMs. */
+  keepalive(now: number): void {
+    if (this.status !== 'ready' || now - this.lastSent < this.keepaliveMs) return;
+    this.pings.push(null);
+    this.send({ type: 'ping' });
+  }
+
+  private connect(): void {
+    this.status = 'connecting';
+    this.handlers.connecting?.(this.attempt);
+    let link: ClientLink | null = null;
+    this.transport
+      .open({
+        message: (m) => this.onMessage(m),
+        stored: (id) => this.onStored(id),
+        line: this.handlers.line,
+        undecodable: this.handlers.undecodable,
+        close: () => {
+          if (link !== null && this.link === link) this.onLinkDown();
+        },
+      })
+      .then(
+        (opened) => {
+          link = opened;
+          if (this.status === 'stopped') return opened.close();
+          this.link = opened;
+          this.status = 'hello';
+          this.handlers.connected?.();
+          this.send({ type: 'hello', device: this.opts.id, token: this.opts.token, ...(this.opts.firmware ? { firmware: this.opts.firmware } : {}) });
+        },
+        (err: Error) => {
+          this.handlers.linkError?.(err);
+          if (this.status !== 'stopped') this.onLinkDown(err);
+        },
+      );
+  }
+
+  private onLinkDown(err?: Error): void {
+    const wasReady = this.status === 'ready';
+    this.link = null;
+    for (const p of this.pings) p?.reject(new Error(`${this.id}: connection closed`));
+    this.pings = [];
+    if (this.status === 'stopped') return;
+    if (this.status === 'refused') {
+      this.cleanup();
+      this.handlers.disconnected?.({ wasReady, retryInMs: null });
+      return;
+    }
+    if (this.opts.reconnect === false) {
+      this.status = 'idle';
+      this.cleanup();
+      this.settleStart(err ?? new Error(`${this.id}: connection closed before the welcome`));
+      this.handlers.disconnected?.({ wasReady, retryInMs: null });
+      return;
+    }
+    const wait = (this.opts.backoffMs ?? DeviceClient.backoffMs)(this.attempt++);
+    this.status = 'waiting';
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      this.connect();
+    }, wait);
+    this.handlers.disconnected?.({ wasReady, retryInMs: wait });
+  }
+
+  private onStored(id: string): void {
+    this.unacked.delete(id);
+    this.handlers.stored?.(id);
+  }
+
+  private onMessage(m: Message): void {
+    switch (m.type) {
+      case 'welcome': {
+        this.status = 'ready';
+        this.attempt = 0;
+        const resent = this.resendUnacked();
+        this.settleStart(null);
+        this.handlers.welcome?.(m, resent);
+        break;
+      }
+      case 'stored':
+        if (typeof m.id === 'string') this.onStored(m.id);
+        return; // already handed over through `stored`
+      case 'pong':
+        this.pings.shift()?.resolve();
+        break;
+      case 'error': {
+        const code = String(m.error);
+        if (code === 'unauthorized') {
+          this.status = 'refused';
+          this.settleStart(new Error(`refused: ${typeof m.detail === 'string' ? m.detail : code}`));
+        }
+        this.handlers.serverError?.(code, typeof m.detail === 'string' ? m.detail : null);
+        break;
+      }
+      case 'fromservertonode':
+        this.onCommand(m);
+        break;
+    }
+    this.handlers.message?.(m);
+  }
+
+  private onCommand(m: Message): void {
+    const handler = this.handlers.command;
+    if (!handler || typeof m.id !== 'string') return;
+    const cmd: DeviceCommand = { id: m.id, action: String(m.action), ...(m.params && typeof m.params === 'object' ? { params: m.params as Record<string, unknown> } : {}) };
+    const answer = (reply: CommandReply | null | undefined) => {
+      if (reply) this.ack(cmd.id, reply);
+    };
+    const r = handler(cmd);
+    if (r instanceof Promise) r.then(answer, (err: Error) => answer({ ok: false, result: { error: err.message } }));
+    else answer(r);
+  }
+
+  private settleStart(err: Error | null): void {
+    const s = this.started;
+    if (!s) return;
+    this.started = null;
+    if (err) {
+      // Nobody may be waiting on a later start; do not turn that into an unhandled rejection.
+      this.startPromise?.catch(() => {});
+      s.reject(err);
+    } else s.resolve();
+  }
+
+  private cleanup(): void {
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+    keepalives.delete(this);
+    if (keepalives.size === 0 && sweeper) {
+      clearInterval(sweeper);
+      sweeper = null;
+    }
+  }
+}
