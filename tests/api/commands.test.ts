@@ -183,3 +183,26 @@ describe('GET /api/v1/devices/{id}/commands', () => {
     expectProblem(await api(server, '/api/v1/devices/ghost/commands', { key }), 404);
   });
 });
+
+describe('waiting on another instance', () => {
+  test('when the device answers on another instance than the one holding the wait, then the wait still ends with `acked` (storage is re-read every second)', async () => {
+    const a = await startServer();
+    // A second instance on the same data: it is never told about the ack, it has to read it.
+    const b = await startServer({ dataDir: a.dataDir });
+    const d = await addDevice(a, uniq('elsewhere'));
+    const { key } = await keyFor(a, 'operator');
+    const dev = await RawDevice.hello(a.devicePort, d.id, d.token);
+    try {
+      const sent = await api(a, `/api/v1/devices/${d.id}/commands`, { key, body: { action: 'togglerele' } });
+      expect(sent.json.status).toBe('sent');
+      const cmd = await dev.next((m) => m.type === 'fromservertonode');
+      setTimeout(() => dev.send({ type: 'ack', id: cmd.id, ok: true, result: 'done' }), 1500);
+      const t0 = Date.now();
+      const r = await api(b, `/api/v1/commands/${sent.json.id}?wait=20`, { key });
+      expect(r.json).toMatchObject({ status: 'acked', result: 'done' });
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      dev.close();
+    }
+  });
+});
