@@ -20,6 +20,7 @@ const engineFree = [
   '<rootDir>/tests/config/',
   '<rootDir>/tests/devices/codec.test.ts',
   '<rootDir>/tests/realtime/broadcast.test.ts',
+  '<rootDir>/tests/simulator/values.test.ts',
   '<rootDir>/tests/storage/sqlite-thread.test.ts',
 ];
 

@@ -49,6 +49,9 @@ describe('sockpit simulate', () => {
     }
     expect(points.length).toBeGreaterThanOrEqual(3);
     expect(points.at(-1)!.data).toMatchObject({ relay: false, rssi: expect.any(Number), temp_c: expect.any(Number) });
+    // ESP32-like values (server/simulator/values.ts), not the host's free memory.
+    expect(points.at(-1)!.data.free_heap as number).toBeGreaterThanOrEqual(150_000);
+    expect(points.at(-1)!.data.free_heap as number).toBeLessThanOrEqual(300_000);
 
     // "Send Action to Node" from a logged-in socket.
     const acked = nextEvent(socket, 'command:status', (c) => c.deviceId === id && ['acked', 'failed', 'timeout', 'expired'].includes(c.status), 15_000);
