@@ -4,6 +4,7 @@
 //   uplot/dist/uPlot.min.css -> public/build/uPlot.min.css
 //   server/main.ts          -> dist/main.js          (node20, cjs, npm packages stay external)
 //   server/cli/index.ts     -> dist/cli.js
+//   server/storage/sqlite-{worker,checkpointer}.ts -> dist/ (the SQLite threads)
 // Usage: node scripts/build.mjs [--watch]
 import { build, context } from 'esbuild';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
@@ -45,6 +46,19 @@ const targets = [
       sourcemap: true,
     },
   },
+  // The SQLite thread and its checkpointer run from files of their own (server/storage/sqlite-thread.ts).
+  ...['sqlite-worker', 'sqlite-checkpointer'].map((name) => ({
+    label: name,
+    entry: `server/storage/${name}.ts`,
+    options: {
+      outfile: path.join(root, `dist/${name}.js`),
+      platform: 'node',
+      target: 'node20',
+      format: 'cjs',
+      packages: 'external',
+      sourcemap: true,
+    },
+  })),
   {
     label: 'cli',
     entry: 'server/cli/index.ts',

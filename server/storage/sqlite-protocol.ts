@@ -1,0 +1,49 @@
+/** The messages between the main thread and the SQLite thread (sqlite-thread.ts, sqlite-worker.ts). */
+
+export interface SqliteRunResult {
+  rows: Record<string, unknown>[];
+  changes?: number;
+  lastInsertRowid?: number | bigint;
+}
+
+/** A reading as the worker stores it. */
+export interface ThreadTelemetryRow {
+  deviceId: string;
+  msgId: string | null;
+  ts: number;
+  data: Record<string, unknown>;
+}
+
+export type Request =
+  | { id: number; op: 'query'; sql: string; params: readonly unknown[] }
+  | { id: number; op: 'telemetry'; rows: ThreadTelemetryRow[] }
+  | { id: number; op: 'close' };
+
+/** A request before it gets its id. */
+export type RequestBody = Request extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
+
+export interface Reply {
+  id: number;
+  result?: unknown;
+  error?: { message: string; code?: string; name?: string };
+}
+
+/** What the SQLite thread is started with. */
+export interface WorkerData {
+  file: string;
+  sliceMs: number;
+  checkpointEveryMs: number;
+  walResetFrames: number;
+  /** The checkpointer's entry file (sqlite-checkpointer.ts, built). */
+  checkpointerFile: string;
+}
+
+/** What the checkpointer thread is started with. */
+export interface CheckpointerData {
+  file: string;
+  everyMs: number;
+  resetFrames: number;
+}
+
+/** Checkpointer → SQLite thread: `hold` (stop telemetry so the WAL can be rewound), `release`. Back: `held`. */
+export type CheckpointerSays = 'hold' | 'release';
