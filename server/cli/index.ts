@@ -1,5 +1,5 @@
-import readline from 'node:readline';
 import { parseArgs } from 'node:util';
+import { read } from 'read';
 import { usernameProblem } from '../auth/passwords';
 import { createApiKey, revokeApiKey } from '../api/keys';
 import { addUser, getUserOrFail, InputError, parseRole, removeUser, setPassword, setRole } from '../auth/users';
@@ -35,19 +35,7 @@ async function readPassword(prompt: string): Promise<string> {
     for await (const c of process.stdin) chunks.push(c as Buffer);
     return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
   }
-  const ask = (q: string) =>
-    new Promise<string>((resolve) => {
-      const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: true });
-      const out = rl as unknown as { _writeToOutput: (s: string) => void; output: NodeJS.WriteStream };
-      out._writeToOutput = (s: string) => {
-        if (s.startsWith(q)) out.output.write(q);
-      };
-      rl.question(q, (a) => {
-        rl.close();
-        process.stdout.write('\n');
-        resolve(a);
-      });
-    });
+  const ask = (q: string) => read({ prompt: q, silent: true, replace: '' });
   const a = await ask(prompt);
   const b = await ask('Repeat it: ');
   if (a !== b) throw new InputError('The two passwords differ.');
@@ -150,6 +138,18 @@ async function device(args: string[]): Promise<void> {
       if (values.json) console.log(JSON.stringify({ id, token }));
       else console.log(`New token for ${id} (the old one no longer works; shown only once):\n\n  ${token}\n`);
       return;
+    }
+    case 'remove': {
+      if (!id) throw new UsageError('device remove needs an ID');
+      await withStorage((s) => removeDevice(s, id));
+      console.log(`Device ${id} removed, with its telemetry and commands.`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown device command "${sub ?? ''}"`);
+  }
+}
+
 async function apikey(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -193,18 +193,6 @@ async function apikey(args: string[]): Promise<void> {
   }
 }
 
-    }
-    case 'remove': {
-      if (!id) throw new UsageError('device remove needs an ID');
-      await withStorage((s) => removeDevice(s, id));
-      console.log(`Device ${id} removed, with its telemetry and commands.`);
-      return;
-    }
-    default:
-      throw new UsageError(`unknown device command "${sub ?? ''}"`);
-  }
-}
-
 async function simulate(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -224,7 +212,6 @@ async function simulate(args: string[]): Promise<void> {
   const sim = new SimulatedDevice({ host: values.host!, port, id: values.id, token: values.token, intervalMs });
   sim.start();
   const stop = () => {
-    else if (cmd === 'apikey') await apikey(rest);
     sim.stop();
     process.exit(process.exitCode ?? 0);
   };
@@ -237,6 +224,7 @@ export async function runCli(argv: string[]): Promise<void> {
   try {
     if (cmd === 'user') await user(rest);
     else if (cmd === 'device') await device(rest);
+    else if (cmd === 'apikey') await apikey(rest);
     else if (cmd === 'simulate') await simulate(rest);
     else if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') console.log(USAGE);
     else throw new UsageError(`unknown command "${cmd}"`);
