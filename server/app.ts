@@ -1,196 +1,148 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
-import express, { ErrorRequestHandler } from 'express';
-import type session from 'express-session';
-import helmet from 'helmet';
+import express from 'express';
 import type { Logger } from 'pino';
-import { authRoutes } from './auth/routes';
-import { createSessionMiddleware, csrfToken, loadUser, verifyCsrf } from './auth/session';
+import { apiRoutes } from './api/router';
+import { createSessionMiddleware, loadUser } from './auth/session';
 import { StorageSessionStore } from './auth/session-store';
-import { createLoginThrottle, LoginThrottle } from './auth/throttle';
+import { createLoginThrottle } from './auth/throttle';
 import { Fabric, LocalFabric } from './cluster/fabric';
+import type { ClusterParts } from './cluster/redis';
+import { CommandDelivery } from './commands/delivery';
 import { CommandService } from './commands/service';
 import type { Config } from './config';
-import { DEFAULT_LIMITS } from './devices/connection';
-import { DeviceHub } from './devices/hub';
+import { DeviceCore } from './devices/core';
+import { Presence } from './devices/presence';
+import { DeviceRegistry } from './devices/registry';
+import { DEFAULT_LIMITS } from './devices/session';
+import { TcpTransport } from './devices/transports/tcp';
 import { healthRoutes } from './health/routes';
+import { Lifecycle } from './lifecycle';
 import { createLogger } from './logger';
 import { Broadcaster, IO } from './realtime/broadcast';
+import { createHandlers } from './realtime/handlers';
 import { createIO, endSession, registerRealtime } from './realtime/io';
 import { openStorage, Storage } from './storage';
 import { TelemetryWriter } from './telemetry/writer';
-import { pageRoutes } from './web/pages';
-
-const ROOT = path.resolve(__dirname, '..');
+import { mountWeb } from './web/http';
 
 export interface App {
   readonly config: Config;
   readonly log: Logger;
   readonly storage: Storage;
-  readonly hub: DeviceHub;
+  readonly registry: DeviceRegistry;
+  readonly core: DeviceCore;
   readonly io: IO;
   readonly broadcast: Broadcaster;
   readonly commands: CommandService;
   readonly writer: TelemetryWriter;
   readonly fabric: Fabric;
   readonly httpServer: http.Server;
+  /** The device listeners. */
+  readonly transports: { readonly tcp: TcpTransport };
   /** Starts the HTTP and device listeners; resolves with the ports actually bound. */
   listen(): Promise<{ httpPort: number; devicePort: number }>;
   /** Stops accepting, says goodbye to devices and browsers, flushes telemetry and closes storage. */
   close(): Promise<void>;
 }
 
-/** Multi-instance parts (Redis); loaded only when REDIS_URL is set. */
-export interface ClusterParts {
-  fabric: Fabric;
-  sessionStore: session.Store;
-  throttle: LoginThrottle;
-  attachAdapter(io: IO): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** The composition root: builds storage, the device listener, HTTP and Socket.IO. No I/O at import. */
+/**
+ * The composition root: each part is created with what it needs and registers its own close
+ * (parts close in reverse order of creation). No I/O at import; if start-up fails half-way, what
+ * was opened is closed again.
+ */
 export async function createApp(config: Config, opts: { logger?: Logger } = {}): Promise<App> {
   const log = opts.logger ?? createLogger(config);
-  const storage = await openStorage(config);
-  const secret = config.sessionSecret ?? (await storage.initSetting('session_secret', crypto.randomBytes(32).toString('base64url')));
-
-  let cluster: ClusterParts | null = null;
-  if (config.redisUrl) {
-    const { createCluster } = await import('./cluster/redis');
-    cluster = await createCluster(config, storage, log);
+  const parts = new Lifecycle(log);
+  try {
+    return await compose(config, log, parts);
+  } catch (err) {
+    await parts.close();
+    throw err;
   }
-  const sessionTtlMs = config.sessionIdleMin * 60_000;
-  const sessionStore = cluster?.sessionStore ?? new StorageSessionStore(storage, sessionTtlMs);
-  const fabric = cluster?.fabric ?? new LocalFabric();
-  const throttle = cluster?.throttle ?? createLoginThrottle(config.loginMaxAttempts);
+}
 
-  const writer = new TelemetryWriter(storage, log, { maxRows: config.telemetryBatchRows, maxDelayMs: config.telemetryBatchMs });
-  const hub = new DeviceHub(storage, writer, log, {
-    limits: { ...DEFAULT_LIMITS, maxLinesPerS: config.deviceMaxLinesPerS },
-    allowAnonymous: config.allowAnonymousDevices,
-    maxPerIp: config.deviceMaxPerIp,
-    maxConnections: config.deviceMaxConnections,
-  });
+async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<App> {
+  const storage = parts.add('storage', await openStorage(config), (s) => s.close());
+  const secret = config.sessionSecret ?? (await storage.initSetting('session_secret', crypto.randomBytes(32).toString('base64url')));
+  let cluster: ClusterParts | null = null;
+  if (config.redisUrl) cluster = parts.add('redis', await (await import('./cluster/redis')).connectCluster(config, log), (c) => c.close());
+  const sessionStore = cluster?.sessionStore ?? parts.add('session store', new StorageSessionStore(storage, config.sessionIdleMin * 60_000), (s) => s.close());
+  const sessionMiddleware = createSessionMiddleware(config, secret, sessionStore);
 
   const web = express();
   const httpServer = http.createServer(web);
-  const sessionMiddleware = createSessionMiddleware(config, secret, sessionStore);
-
-  const io = createIO(httpServer, config);
-  if (cluster) await cluster.attachAdapter(io);
-  const bc = new Broadcaster(io, { clustered: cluster !== null, log: log.child({ component: 'realtime' }) });
-  const commands = new CommandService(storage, hub, fabric, bc, log, {
-    ttlMs: config.commandTtlS * 1000,
-    timeoutMs: config.commandTimeoutS * 1000,
-    soleInstance: cluster === null,
+  const io = createIO(httpServer, config, cluster?.adapter);
+  parts.onClose('http and socket.io', async () => {
+    io.disconnectSockets(true);
+    await new Promise<void>((resolve) => io.close(() => resolve()));
+    httpServer.closeAllConnections();
   });
-  const realtime = registerRealtime(io, { config, storage, fabric, commands, broadcast: bc, sessionMiddleware, sessionStore, log });
-
-  fabric.onReplaced((deviceId, at) => {
-    // Only a connection older than the one that replaced it (a device may flap back here).
-    if ((hub.get(deviceId)?.connectedAt ?? Infinity) < at) hub.kick(deviceId, 'going_away', 'replaced by a newer connection of this device');
-  });
-  hub.events = {
-    async online(deviceId, firmware) {
-      const now = Date.now();
-      // Both at once: until the claim is in Redis, other instances still route to the old holder.
-      await Promise.all([
-        storage.markDeviceSeen(deviceId, now, firmware).catch((err) => log.warn({ err }, 'could not record last seen')),
-        fabric.deviceOnline(deviceId).catch((err) => log.warn({ err }, 'could not publish presence')),
-      ]);
-      bc.deviceStatus(deviceId, true, now, firmware);
-      await commands.deliverQueued(deviceId).catch((err) => log.warn({ err, device: deviceId }, 'could not deliver queued commands'));
-    },
-    offline(deviceId, lastSeen) {
-      void storage.markDeviceSeen(deviceId, lastSeen).catch(() => {});
-      void fabric.deviceOffline(deviceId, lastSeen).catch(() => {});
-      bc.deviceStatus(deviceId, false, lastSeen);
-    },
-    telemetry: (deviceId, ts, data) => bc.telemetry(deviceId, ts, data),
-    ack: (deviceId, id, ok, result) => commands.ack(deviceId, id, ok, result),
-    log: (deviceId, level, text) => bc.log(deviceId, level, text),
-  };
-
-  web.disable('x-powered-by');
-  web.set('trust proxy', config.trustProxy);
-  web.set('views', path.join(ROOT, 'views'));
-  web.set('view engine', 'ejs');
-  const https = config.publicOrigin?.startsWith('https:') ?? false;
-  web.use(
-    helmet({
-      contentSecurityPolicy: {
-        directives: {
-          defaultSrc: ["'self'"],
-          scriptSrc: ["'self'"],
-          styleSrc: ["'self'"],
-          imgSrc: ["'self'", 'data:'],
-          connectSrc: ["'self'"],
-          formAction: ["'self'"],
-          frameAncestors: ["'none'"],
-          upgradeInsecureRequests: https ? [] : null,
-        },
-      },
-      strictTransportSecurity: https,
-    }),
+  const broadcast = parts.add('broadcast', new Broadcaster(io, { clustered: cluster !== null, log: log.child({ component: 'realtime' }) }), (b) => b.close());
+  const writer = parts.add('telemetry writer', new TelemetryWriter(storage, log, { maxRows: config.telemetryBatchRows, maxDelayMs: config.telemetryBatchMs }), (w) => w.close());
+  const registry = new DeviceRegistry();
+  const delivery = parts.add('command delivery', new CommandDelivery({ storage, registry, broadcast, log }), (d) => d.close());
+  const fabric = parts.add('fabric', cluster?.createFabric({ io, storage, registry, delivery, broadcast }) ?? new LocalFabric(delivery), (f) => f.close());
+  const commands = parts.add(
+    'commands',
+    new CommandService({ storage, registry, delivery, fabric, broadcast, log }, { ttlMs: config.commandTtlS * 1000, timeoutMs: config.commandTimeoutS * 1000, soleInstance: cluster === null }),
+    (c) => c.close(),
   );
-  web.use(express.static(path.join(ROOT, 'public'), { maxAge: '1h', index: false }));
-  web.use(healthRoutes({ storage, fabric, hub, writer, commands, broadcast: bc, io: () => io }));
-  web.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }));
-  web.use(express.json({ limit: '16kb' }));
-  web.use(sessionMiddleware);
-  web.use(loadUser(storage, config));
-  web.use(async (req, res, next) => {
-    // First run: every page leads to /setup until the owner exists.
-    if (req.path === '/setup' || req.user) return next();
-    if ((await storage.countUsers()) === 0) return res.redirect(303, '/setup');
-    next();
-  });
-  web.use(verifyCsrf);
-  web.use(authRoutes({ config, storage, throttle, log, endSession: (sid, reason) => endSession(io, sid, reason) }));
-  web.use(
-    pageRoutes({
-      config,
-      storage,
-      fabric,
-      kickDevice: (id, detail) => {
-        hub.kick(id, 'unauthorized', detail);
-      },
-    }),
+  const presence = new Presence({ storage, fabric, broadcast, delivery, log });
+  const core = parts.add(
+    'device core',
+    new DeviceCore(
+      { storage, writer, registry, presence, commands, broadcast, log },
+      { limits: { ...DEFAULT_LIMITS, maxLinesPerS: config.deviceMaxLinesPerS }, allowAnonymous: config.allowAnonymousDevices, maxPerIp: config.deviceMaxPerIp },
+    ),
+    (c) => c.close(),
   );
-  web.use((req, res) => {
-    res.status(404).render('error', { title: 'Not found', status: 404, message: 'There is nothing here.', user: req.user ?? null, csrfToken: req.session ? csrfToken(req) : '' });
-  });
-  const onError: ErrorRequestHandler = (err, req, res, _next) => {
-    const status = typeof err?.status === 'number' && err.status >= 400 && err.status < 500 ? err.status : 500;
-    if (status === 500) log.error({ err, url: req.originalUrl }, 'request failed');
-    const message = status === 413 ? 'That request is too large.' : status === 500 ? 'Something went wrong on our side.' : 'That request could not be understood.';
-    if (res.headersSent) return;
-    res.status(status).render('error', { title: 'Error', status, message, user: req.user ?? null, csrfToken: '' }, (renderErr, html) => {
-      if (renderErr) res.type('text').send(message);
-      else res.send(html);
-    });
-  };
-  web.use(onError);
+  const tcp = parts.add('tcp listener', new TcpTransport(core, log, { maxConnections: config.deviceMaxConnections }), (t) => t.close());
+  const handlers = createHandlers({ storage, fabric, commands, broadcast });
+  parts.add('realtime', registerRealtime(io, { config, storage, handlers, broadcast, sessionMiddleware, sessionStore, log }), (r) => r.close());
 
+  // REST API (docs/api.md)
+  const api = apiRoutes({
+    storage,
+    fabric,
+    commands,
+    sessionMiddleware,
+    loadUser: loadUser(storage, config),
+    kickDevice: (id, detail) => (detail === 'device removed' ? core.removed(id) : core.tokenRotated(id)),
+    log: log.child({ component: 'api' }),
+    // Multi-instance mode: pass makeLimiter building RateLimiterRedis, as the login throttle does.
+  });
+
+  mountWeb(web, {
+    config,
+    storage,
+    log,
+    throttle: cluster?.throttle ?? createLoginThrottle(config.loginMaxAttempts),
+    sessionMiddleware,
+    health: healthRoutes({ storage, fabric, core, registry, writer, commands, broadcast, io: () => io }),
+    fabric,
+    kickDevice: (id, detail) => (detail === 'device removed' ? core.removed(id) : core.tokenRotated(id)),
+    endSession: (sid, reason) => endSession(io, sid, reason),
+    api,
+  });
   await commands.start();
-  let closing: Promise<void> | null = null;
 
   return {
     config,
     log,
     storage,
-    hub,
+    registry,
+    core,
     io,
-    broadcast: bc,
+    broadcast,
     commands,
     writer,
     fabric,
     httpServer,
+    transports: { tcp },
     async listen() {
-      const devicePort = await hub.listen(config.devicePort, config.host);
+      const devicePort = await tcp.listen(config.devicePort, config.host);
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
         httpServer.listen(config.port, config.host, () => {
@@ -198,31 +150,19 @@ export async function createApp(config: Config, opts: { logger?: Logger } = {}):
           resolve();
         });
       });
+      // Registered last, so it runs first at close: no new browsers or devices from here on.
+      parts.onClose('stop accepting', () => {
+        httpServer.close();
+        // Idle keep-alive connections would hold io.close() (which waits for the HTTP server) open.
+        httpServer.closeIdleConnections();
+      });
       const httpPort = (httpServer.address() as AddressInfo).port;
       log.info({ httpPort, devicePort, storage: storage.kind, cluster: fabric.kind }, 'sockpit listening');
       return { httpPort, devicePort };
     },
-    close() {
-      closing ??= (async () => {
-        log.info('shutting down');
-        httpServer.close();
-        // Idle keep-alive connections would hold io.close() (which waits for the HTTP server) open.
-        httpServer.closeIdleConnections();
-        await hub.close();
-        await writer.close();
-        await commands.close();
-        realtime.close();
-        bc.close();
-        io.disconnectSockets(true);
-        await new Promise<void>((resolve) => io.close(() => resolve()));
-        httpServer.closeAllConnections();
-        if (sessionStore instanceof StorageSessionStore) sessionStore.close();
-        await cluster?.close();
-        await fabric.close();
-        await storage.close();
-        log.info('stopped');
-      })();
-      return closing;
+    close: () => {
+      log.info('shutting down');
+      return parts.close().then(() => log.info('stopped'));
     },
   };
 }

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import path from 'node:path';
 
-/** Every setting sockpit reads, parsed once at start (SPEC §1). Nothing else reads process.env. */
+/** Every setting sockpit reads, parsed once at start (README, "Settings"; .env.example). Nothing else reads process.env. */
 export interface Config {
   port: number;
   host: string;

@@ -1,5 +1,5 @@
 // The bare Node relay: the practical limit for Node on this machine. Devices connect to
-// RELAY_DEVICE_PORT and send base64-JSON lines (SPEC §3 framing); each line is decoded, parsed,
+// RELAY_DEVICE_PORT and send base64-JSON lines (docs/protocol.md framing); each line is decoded, parsed,
 // and forwarded as a JSON line to the subscribers on RELAY_SUB_PORT. No auth, no storage.
 import net from 'node:net';
 

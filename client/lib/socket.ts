@@ -1,7 +1,7 @@
 // The page's Socket.IO connection: same origin, session cookie goes along.
 import { io, type Socket } from 'socket.io-client';
 import { $, setText } from './dom';
-import type { Ack, ClientToServerEvents, ServerToClientEvents } from './types';
+import type { Answer, ClientEventName, ClientToServerEvents, PayloadOf, ServerToClientEvents } from './types';
 
 export type AppSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -57,31 +57,23 @@ export function connect(): AppSocket {
   return socket;
 }
 
-type EventName = keyof ClientToServerEvents;
-type PayloadOf<E extends EventName> = Parameters<ClientToServerEvents[E]>[0];
-type ResultOf<E extends EventName> =
-  Parameters<Parameters<ClientToServerEvents[E]>[1]>[0] extends infer R ? R : never;
-
-/** Emit with an acknowledgement; resolves to the server's answer or {ok:false,error:"timeout"}. */
-export function request<E extends EventName>(
-  socket: AppSocket,
-  event: E,
-  payload: PayloadOf<E>,
-  timeoutMs = 8000,
-): Promise<ResultOf<E>> {
+/**
+ * Emits a client event with an acknowledgement; resolves to the server's answer, or to
+ * {ok:false} with `disconnected`, `timeout` or `bad_response` decided here.
+ */
+export function request<E extends ClientEventName>(socket: AppSocket, event: E, payload: PayloadOf<E>, timeoutMs = 8000): Promise<Answer<E>> {
   return new Promise((resolve) => {
     if (!socket.connected) {
-      resolve({ ok: false, error: 'disconnected' } as ResultOf<E>);
+      resolve({ ok: false, error: 'disconnected' });
       return;
     }
-    // The generic event map makes socket.io's typed emit hard to express here.
-    const s = socket.timeout(timeoutMs) as unknown as {
-      emit(ev: string, p: unknown, cb: (err: Error | null, res: unknown) => void): void;
-    };
-    s.emit(event, payload, (err, res) => {
-      if (err) resolve({ ok: false, error: 'timeout' } as ResultOf<E>);
-      else if (res && typeof res === 'object' && 'ok' in res) resolve(res as ResultOf<E>);
-      else resolve({ ok: false, error: 'bad_response' } as ResultOf<E>);
+    // socket.io's typed emit cannot resolve its parameters for a generic event name; the call is
+    // typed by this function's own signature instead, and the answer is checked before it is trusted.
+    const timed = socket.timeout(timeoutMs) as unknown as { emit(ev: E, p: PayloadOf<E>, cb: (err: Error | null, res: unknown) => void): void };
+    timed.emit(event, payload, (err, res) => {
+      if (err) resolve({ ok: false, error: 'timeout' });
+      else if (res && typeof res === 'object' && 'ok' in res) resolve(res as Answer<E>);
+      else resolve({ ok: false, error: 'bad_response' });
     });
   });
 }
@@ -106,4 +98,3 @@ export function errorText(code: string): string {
   }
 }
 
-export type { Ack };

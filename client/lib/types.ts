@@ -1,32 +1,18 @@
-// Shapes from docs/realtime.md (the Socket.IO contract with the server).
+// The Socket.IO contract with the server (docs/realtime.md), from the server's one schema module.
+// Type-only imports: nothing of the server (nor zod) reaches the bundle.
+import type { AckOf, ClientEventName, ClientToServerEvents, Fail, PayloadOf, ServerToClientEvents } from '../../server/contract/realtime';
+import type { CommandStatus, CommandView, DeviceView, LogEntry, SettingValue, TelemetryPoint, Transport } from '../../server/contract/schemas';
 
-// The shapes are the server's own (type-only imports: nothing of the server reaches the bundle).
-import type { CommandStatus } from '../../server/storage/types';
-import type { CommandView, DeviceView, LogEntry, ServerToClientEvents } from '../../server/realtime/events';
-export type { CommandStatus, CommandView, DeviceView, LogEntry, ServerToClientEvents };
-export type { TelemetryPoint } from '../../server/storage/types';
-import type { TelemetryPoint } from '../../server/storage/types';
+export type { AckOf, ClientEventName, ClientToServerEvents, PayloadOf, ServerToClientEvents };
+export type { CommandStatus, CommandView, DeviceView, LogEntry, SettingValue, TelemetryPoint, Transport };
 
 export const COMMAND_STATUSES: readonly CommandStatus[] = ['queued', 'sent', 'acked', 'failed', 'timeout', 'expired'];
 
-export type Fail = { ok: false; error: string };
-export type Ack<T> = ({ ok: true } & T) | Fail;
+/** Why a request got no answer from the server, decided on this side. */
+export type LocalError = 'disconnected' | 'timeout' | 'bad_response';
 
-export type SettingValue = string | number | boolean;
+/** What `request()` resolves to: the server's answer or a local failure. */
+export type Answer<E extends ClientEventName> = AckOf<E> | Fail<LocalError>;
 
-export interface ClientToServerEvents {
-  'fleet:list': (p: Record<string, never>, ack: (res: Ack<{ devices: DeviceView[] }>) => void) => void;
-  'device:watch': (
-    p: { deviceId: string },
-    ack: (res: Ack<{ device: DeviceView; commands: CommandView[]; log: LogEntry[] }>) => void,
-  ) => void;
-  'device:unwatch': (p: { deviceId: string }, ack: (res: Ack<object>) => void) => void;
-  'telemetry:history': (
-    p: { deviceId: string; limit?: number },
-    ack: (res: Ack<{ points: TelemetryPoint[] }>) => void,
-  ) => void;
-  'command:send': (
-    p: { deviceId: string; action: 'togglerele' | 'changesetting'; params?: Record<string, SettingValue> },
-    ack: (res: Ack<{ command: CommandView }>) => void,
-  ) => void;
-}
+/** A failed answer. */
+export type { Fail };

@@ -13,7 +13,7 @@ function field(body: unknown, name: string, max = 1024): string {
   return typeof v === 'string' ? v.slice(0, max) : '';
 }
 
-/** /setup (first run), /login and /logout (SPEC §2). */
+/** /setup (first run), /login and /logout (README, "First steps"). */
 export function authRoutes(deps: {
   config: Config;
   storage: Storage;

@@ -1,10 +1,10 @@
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Fabric } from '../cluster/fabric';
-import type { DeviceConnection } from '../devices/connection';
-import type { DeviceHub } from '../devices/hub';
+import type { DeviceRegistry } from '../devices/registry';
 import type { Broadcaster } from '../realtime/broadcast';
 import type { Command, CommandStatus, Storage } from '../storage';
+import type { CommandDelivery } from './delivery';
 
 export const ACTIONS = ['togglerele', 'changesetting'] as const;
 export type Action = (typeof ACTIONS)[number];
@@ -18,36 +18,46 @@ export interface CommandOptions {
   soleInstance: boolean;
 }
 
+export interface CommandDeps {
+  storage: Storage;
+  registry: DeviceRegistry;
+  delivery: CommandDelivery;
+  fabric: Fabric;
+  broadcast: Broadcaster;
+  log: Logger;
+}
+
 /**
- * The command lifecycle of SPEC §4: queued → sent → acked | failed | timeout | expired.
- * Every transition is a conditional update in storage, so each happens once even when several
- * instances race (and each is broadcast by the instance that made it).
+ * The command lifecycle (docs/protocol.md, "Commands"): queued → sent → acked | failed | timeout |
+ * expired. Every transition is a conditional update in storage, so each happens once even when
+ * several instances race (and each is broadcast by the instance that made it).
  */
 export class CommandService {
   private sweeper: NodeJS.Timeout | null = null;
-  /** Commands this instance wrote to a device and still waits on. */
-  private readonly inFlight = new Set<string>();
-  readonly counters = { sent: 0, acked: 0, failed: 0, timeout: 0, expired: 0, queued: 0 };
 
   constructor(
-    private readonly storage: Storage,
-    private readonly hub: DeviceHub,
-    private readonly fabric: Fabric,
-    private readonly broadcast: Broadcaster,
-    private readonly log: Logger,
+    private readonly deps: CommandDeps,
     private readonly opts: CommandOptions,
-  ) {
-    fabric.onDeliver((cmd) => this.deliverHere(cmd));
+  ) {}
+
+  get counters(): CommandDelivery['counters'] {
+    return this.deps.delivery.counters;
   }
 
   async start(): Promise<void> {
     if (this.opts.soleInstance) {
       // After a restart no command may stay `sent`: nothing here is waiting for those acks any more.
-      const stale = await this.storage.timeoutSent(Number.MAX_SAFE_INTEGER, Date.now());
-      for (const c of stale) this.changed(c);
+      const stale = await this.deps.storage.timeoutSent(Number.MAX_SAFE_INTEGER, Date.now());
+      for (const c of stale) this.deps.delivery.report(c);
     }
     this.sweeper = setInterval(() => void this.sweep(), 1000);
     this.sweeper.unref();
+  }
+
+  /** Calls `listener` with every status change this instance makes; returns the unsubscribe. */
+  onChanged(listener: (c: Command) => void): () => void {
+    this.deps.delivery.on('changed', listener);
+    return () => this.deps.delivery.off('changed', listener);
   }
 
   /**
@@ -58,11 +68,12 @@ export class CommandService {
    * `queued` then `sent`.
    */
   async send(input: { deviceId: string; action: Action; params: Record<string, unknown> | null; user: { id: number; username: string } }): Promise<Command> {
+    const { storage, registry, delivery, fabric, broadcast, log } = this.deps;
     // Alone, a device connected here exists (its token is re-checked against storage every 30 s)
     // and is the one to deliver to. In a cluster a newer connection of it may be on another
     // instance, whose "replaced" notice has not arrived yet, so the fabric decides.
-    const here = this.opts.soleInstance && Boolean(this.hub.get(input.deviceId));
-    if (!here && !(await this.storage.getDevice(input.deviceId))) throw new NotFoundError(`no device "${input.deviceId}"`);
+    const here = this.opts.soleInstance && Boolean(registry.get(input.deviceId));
+    if (!here && !(await storage.getDevice(input.deviceId))) throw new NotFoundError(`no device "${input.deviceId}"`);
     const now = Date.now();
     const cmd: Command = {
       id: crypto.randomUUID(),
@@ -80,63 +91,37 @@ export class CommandService {
       sentByUserId: input.user.id,
     };
     const sent: Command = { ...cmd, status: 'sent', sentAt: now };
-    await this.storage.insertCommand(here ? sent : cmd);
-    this.counters.queued++;
-    this.broadcast.command(cmd);
-    this.broadcast.log(cmd.deviceId, 'info', `${cmd.sentBy} sent ${cmd.action}`);
+    await storage.insertCommand(here ? sent : cmd);
+    delivery.counters.queued++;
+    broadcast.command(cmd);
+    broadcast.log(cmd.deviceId, 'info', `${cmd.sentBy} sent ${cmd.action}`);
     if (here) {
-      const conn = this.hub.get(cmd.deviceId);
-      if (conn) {
-        this.transmit(sent, conn);
+      const session = registry.get(cmd.deviceId);
+      if (session) {
+        delivery.transmit(sent, session);
         return sent;
       }
       // It went while the command was stored: back to `queued`, for its next connection.
-      await this.storage.updateCommand(cmd.id, ['sent'], { status: 'queued', sentAt: null, updatedAt: Date.now() });
+      await storage.updateCommand(cmd.id, ['sent'], { status: 'queued', sentAt: null, updatedAt: Date.now() });
     }
-    const delivered = await this.fabric.route(cmd).catch((err: Error) => {
-      this.log.warn({ err, command: cmd.id }, 'could not route command; it stays queued');
+    const delivered = await fabric.route(cmd).catch((err: Error) => {
+      log.warn({ err, command: cmd.id }, 'could not route command; it stays queued');
       return false;
     });
     if (!delivered) {
-      this.broadcast.log(cmd.deviceId, 'info', `${cmd.action} queued until the device connects`);
+      broadcast.log(cmd.deviceId, 'info', `${cmd.action} queued until the device connects`);
       return cmd;
     }
-    return (await this.storage.getCommand(cmd.id)) ?? cmd;
-  }
-
-  /** Delivers queued commands to a device that just connected to this instance. */
-  async deliverQueued(deviceId: string): Promise<void> {
-    const queued = await this.storage.queuedCommands(deviceId, Date.now());
-    for (const cmd of queued) await this.deliverHere(cmd);
-  }
-
-  /** Writes the command to the device if it is connected here; marks it `sent` exactly once. */
-  async deliverHere(cmd: Command): Promise<boolean> {
-    if (!this.hub.get(cmd.deviceId)) return false;
-    const now = Date.now();
-    const sent = await this.storage.updateCommand(cmd.id, ['queued'], { status: 'sent', sentAt: now, updatedAt: now });
-    // Null when another delivery (or the sweeper) got to it first. A device gone between the check
-    // and the update has its command timed out by the sweeper like any unanswered one.
-    if (sent) this.transmit(sent, this.hub.get(cmd.deviceId));
-    return true;
-  }
-
-  /** Writes a command stored as `sent` to the device's connection and tells the watchers. */
-  private transmit(sent: Command, conn: DeviceConnection | undefined): void {
-    this.inFlight.add(sent.id);
-    const line: Record<string, unknown> = { type: 'fromservertonode', msg: 'action', action: sent.action, id: sent.id };
-    if (sent.params) line.params = sent.params;
-    conn?.send(line);
-    this.counters.sent++;
-    this.changed(sent);
+    return (await storage.getCommand(cmd.id)) ?? cmd;
   }
 
   /** Records a device's ack. 'unknown' when no command of that device waits for one. */
   async ack(deviceId: string, commandId: string, ok: boolean, result: unknown): Promise<'ok' | 'unknown'> {
+    const { storage, delivery } = this.deps;
     const status: CommandStatus = ok ? 'acked' : 'failed';
     // One round trip in the usual case: the update checks the device and the state itself.
     // A late ack after `timeout` still tells the truth: the device did (or refused) it.
-    const updated = await this.storage.updateCommand(
+    const updated = await storage.updateCommand(
       commandId,
       ['sent', 'timeout'],
       { status, result: result ?? null, error: ok ? null : failureText(result), updatedAt: Date.now() },
@@ -144,50 +129,36 @@ export class CommandService {
     );
     if (!updated) {
       // A repeated ack of a finished command is fine; anything else names no command waiting here.
-      const cmd = await this.storage.getCommand(commandId);
+      const cmd = await storage.getCommand(commandId);
       return cmd && cmd.deviceId === deviceId && (cmd.status === 'acked' || cmd.status === 'failed') ? 'ok' : 'unknown';
     }
-    this.inFlight.delete(commandId);
-    this.changed(updated);
+    delivery.settled(commandId);
+    delivery.report(updated);
     return 'ok';
   }
 
   /** Moves expired and timed-out commands on. Runs every second on every instance. */
   async sweep(): Promise<void> {
+    const { storage, delivery, log } = this.deps;
     try {
       const now = Date.now();
-      for (const c of await this.storage.expireQueued(now)) this.changed(c);
-      for (const c of await this.storage.timeoutSent(now - this.opts.timeoutMs, now)) {
-        this.inFlight.delete(c.id);
-        this.changed(c);
+      for (const c of await storage.expireQueued(now)) delivery.report(c);
+      for (const c of await storage.timeoutSent(now - this.opts.timeoutMs, now)) {
+        delivery.settled(c.id);
+        delivery.report(c);
       }
     } catch (err) {
-      this.log.warn({ err }, 'command sweep failed; will retry');
+      log.warn({ err }, 'command sweep failed; will retry');
     }
   }
 
-  /** At shutdown the acks of commands in flight can no longer arrive: they become `timeout`. */
-  async close(): Promise<void> {
+  /** Stops the sweeper; commands still in flight become `timeout` (CommandDelivery.close). */
+  close(): void {
     if (this.sweeper) clearInterval(this.sweeper);
-    const now = Date.now();
-    for (const id of this.inFlight) {
-      const c = await this.storage
-        .updateCommand(id, ['sent'], { status: 'timeout', error: 'server stopped before the device acknowledged', updatedAt: now })
-        .catch(() => null);
-      if (c) this.changed(c);
-    }
-    this.inFlight.clear();
   }
 
   recent(deviceId: string, limit = 20): Promise<Command[]> {
-    return this.storage.listCommands(deviceId, limit);
-  }
-
-  private changed(c: Command): void {
-    if (c.status !== 'sent') this.counters[c.status as keyof typeof this.counters]++;
-    this.broadcast.command(c);
-    const detail = c.status === 'acked' ? ` (${JSON.stringify(c.result)})` : c.error ? ` (${c.error})` : '';
-    this.broadcast.log(c.deviceId, c.status === 'acked' || c.status === 'sent' ? 'info' : 'warn', `${c.action} ${c.status}${detail}`);
+    return this.deps.storage.listCommands(deviceId, limit);
   }
 }
 

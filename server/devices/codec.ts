@@ -1,4 +1,4 @@
-/** Encoding and decoding of the device line protocol (SPEC §3): base64(UTF-8 JSON) or plain JSON. */
+/** Encoding and decoding of the device line protocol (docs/protocol.md, "Framing"): base64(UTF-8 JSON) or plain JSON. */
 
 export type Encoding = 'base64' | 'json';
 

@@ -1,4 +1,4 @@
-/** Validation of device → server messages (SPEC §3). Each returns the typed message or a reason. */
+/** Validation of device → server messages (docs/protocol.md). Each returns the typed message or a reason. */
 
 export const DEVICE_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 /** Anonymous devices name themselves; any printable text up to 64 characters is kept (and shown as text). */

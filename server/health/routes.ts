@@ -2,7 +2,8 @@ import { Router } from 'express';
 import client from 'prom-client';
 import type { Fabric } from '../cluster/fabric';
 import type { CommandService } from '../commands/service';
-import type { DeviceHub } from '../devices/hub';
+import type { DeviceCore } from '../devices/core';
+import type { DeviceRegistry } from '../devices/registry';
 import type { Broadcaster, IO } from '../realtime/broadcast';
 import type { Storage } from '../storage';
 import type { TelemetryWriter } from '../telemetry/writer';
@@ -10,7 +11,8 @@ import type { TelemetryWriter } from '../telemetry/writer';
 export interface HealthDeps {
   storage: Storage;
   fabric: Fabric;
-  hub: DeviceHub;
+  core: DeviceCore;
+  registry: DeviceRegistry;
   writer: TelemetryWriter;
   commands: CommandService;
   broadcast?: Broadcaster;
@@ -36,17 +38,31 @@ function gauge(registry: client.Registry, name: string, help: string, read: () =
   new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
 }
 
+function byLabel(registry: client.Registry, name: string, help: string, label: string, read: () => Record<string, number>) {
+  new client.Gauge({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      for (const [k, v] of Object.entries(read())) this.set({ [label]: k }, v);
+    },
+  });
+}
+
 /** /healthz (alive), /readyz (storage and Redis reachable) and /metrics (Prometheus). */
 export function healthRoutes(deps: HealthDeps): Router {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
-  gauge(registry, 'sockpit_device_connections', 'Open device TCP connections on this instance', () => deps.hub.connectionCount);
-  gauge(registry, 'sockpit_devices_online', 'Devices connected and authenticated on this instance', () => deps.hub.onlineCount);
+  gauge(registry, 'sockpit_device_connections', 'Open device connections on this instance, all transports', () => deps.core.connectionCount);
+  gauge(registry, 'sockpit_devices_online', 'Devices connected and authenticated on this instance', () => deps.registry.onlineCount);
+  byLabel(registry, 'sockpit_device_connections_by_transport', 'Open device connections on this instance per transport', 'transport', () => deps.core.connectionsByTransport());
+  byLabel(registry, 'sockpit_devices_online_by_transport', 'Devices online on this instance per transport', 'transport', () => deps.registry.onlineByTransport());
   gauge(registry, 'sockpit_sockets_connected', 'Socket.IO clients connected to this instance', () => deps.io().of('/').sockets.size);
   gauge(registry, 'sockpit_telemetry_pending', 'Readings waiting to be written', () => deps.writer.pending);
-  total(registry, 'sockpit_device_messages_total', 'Telemetry messages received from devices', () => deps.hub.counters.lines);
+  total(registry, 'sockpit_device_messages_total', 'Telemetry messages received from devices', () => deps.core.counters.lines);
   total(registry, 'sockpit_telemetry_stored_total', 'Readings committed to storage', () => deps.writer.stored);
-  total(registry, 'sockpit_device_connections_refused_total', 'Device connections refused by the per-IP cap', () => deps.hub.counters.refused);
+  total(registry, 'sockpit_device_connections_refused_total', 'Device connections refused by the per-address cap', () => deps.core.counters.refused);
   const bc = deps.broadcast;
   if (bc) {
     gauge(registry, 'sockpit_dashboards_lagging', 'Batched dashboards on this instance that fell behind and get conflated telemetry', () => bc.laggingCount);

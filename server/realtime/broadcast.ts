@@ -4,6 +4,7 @@ import type { Command } from '../storage';
 import {
   ClientToServerEvents,
   commandView,
+  DeviceStatus,
   FleetReading,
   InterServerEvents,
   LogEntry,
@@ -128,9 +129,10 @@ export class Broadcaster {
     });
   }
 
-  deviceStatus(deviceId: string, online: boolean, lastSeen: number | null, firmware?: string | null): void {
+  /** The one place `device:status` is sent from (presence, and the cluster's corrections). */
+  deviceStatus(status: DeviceStatus): void {
     this.emitted++;
-    this.io.to(rooms.fleet).emit('device:status', firmware === undefined ? { deviceId, online, lastSeen } : { deviceId, online, lastSeen, firmware });
+    this.io.to(rooms.fleet).emit('device:status', status);
   }
 
   /**
@@ -280,8 +282,9 @@ export class Broadcaster {
     return this.logs.get(deviceId) ?? [];
   }
 
-  forget(deviceId: string): void {
-    this.logs.delete(deviceId);
+  /** Frees the log lines of devices that no longer exist (removed in the page, the API or the CLI). */
+  retainLogs(existing: ReadonlySet<string>): void {
+    for (const id of this.logs.keys()) if (!existing.has(id)) this.logs.delete(id);
   }
 
   /** Sends what is pending and stops the lag checks (the server is closing). */

@@ -1,63 +1,19 @@
-import type { Command, CommandStatus, Device, Role, TelemetryPoint } from '../storage';
+import type { PresenceEntry } from '../cluster/fabric';
+import type { FleetReading } from '../contract/realtime';
+import type { CommandView, DeviceView } from '../contract/schemas';
+import type { Command, Device, Role } from '../storage';
 
-/** The shapes of docs/realtime.md. */
-export interface DeviceView {
-  id: string;
-  name: string;
-  online: boolean;
-  lastSeen: number | null;
-  latest: Record<string, unknown> | null;
-  latestAt: number | null;
-  firmware: string | null;
-}
+export type { ClientToServerEvents, ServerToClientEvents, FleetReading, DeviceStatus } from '../contract/realtime';
+export type { CommandView, DeviceView, LogEntry } from '../contract/schemas';
 
-export interface CommandView {
-  id: string;
-  deviceId: string;
-  action: string;
-  params: Record<string, unknown> | null;
-  status: CommandStatus;
-  result: unknown;
-  error: string | null;
-  createdAt: number;
-  updatedAt: number;
-  sentBy: string | null;
-}
-
-export interface LogEntry {
-  ts: number;
-  level: 'info' | 'warn' | 'error';
-  text: string;
-}
-
-export type Ack<T> = (res: ({ ok: true } & T) | { ok: false; error: string }) => void;
-
-export interface ClientToServerEvents {
-  'fleet:list': (payload: unknown, ack: Ack<{ devices: DeviceView[] }>) => void;
-  'device:watch': (payload: unknown, ack: Ack<{ device: DeviceView; commands: CommandView[]; log: LogEntry[] }>) => void;
-  'device:unwatch': (payload: unknown, ack: Ack<object>) => void;
-  'telemetry:history': (payload: unknown, ack: Ack<{ points: TelemetryPoint[] }>) => void;
-  'command:send': (payload: unknown, ack: Ack<{ command: CommandView }>) => void;
-}
-
-/** One reading as the fleet sees it. */
-export type FleetReading = TelemetryPoint & { deviceId: string };
-
-export interface ServerToClientEvents {
-  'device:status': (p: { deviceId: string; online: boolean; lastSeen: number | null; firmware?: string | null }) => void;
-  /** One reading, to `fleet` sockets that did not ask for batches (docs/realtime.md). */
-  'device:telemetry': (p: FleetReading) => void;
-  /** The readings of one event-loop turn (at most 1,000, oldest first), to sockets that asked for batches. */
-  'fleet:telemetry': (p: FleetReading[]) => void;
-  'device:log': (p: LogEntry & { deviceId: string }) => void;
-  'command:status': (p: CommandView) => void;
-  'session:ended': (p: { reason: 'logout' | 'expired' }) => void;
-}
-
+/** Events between instances (multi-instance mode), through the Socket.IO adapter. */
 export interface InterServerEvents {
-  ping: () => void;
-  /** One tick's live readings, from the instance that received them to the others (oldest first). */
+  /** One flush's live readings, from the instance that received them to the others (oldest first). */
   'fleet:readings': (readings: FleetReading[]) => void;
+  /** Asks the instance named `holder` to deliver a queued command to its device (cluster/redis/fabric.ts). */
+  'fabric:deliver': (commandId: string, holder: string, ack: (delivered: boolean) => void) => void;
+  /** A newer connection of the device was claimed at `at`; whoever holds an older one closes it. */
+  'fabric:replaced': (deviceId: string, at: number) => void;
 }
 
 export interface SocketData {
@@ -82,16 +38,18 @@ export function commandView(c: Command): CommandView {
   };
 }
 
-export function deviceView(d: Device, presence: { online: boolean; lastSeen: number | null } | undefined): DeviceView {
+export function deviceView(d: Device, presence: PresenceEntry | undefined): DeviceView {
   const lastSeen = Math.max(d.lastSeen ?? 0, presence?.lastSeen ?? 0) || null;
+  const online = presence?.online ?? false;
   return {
     id: d.id,
     name: d.name,
-    online: presence?.online ?? false,
+    online,
     lastSeen,
     latest: d.latest,
     latestAt: d.latestAt,
     firmware: d.firmware,
+    transport: online ? (presence?.transport ?? null) : null,
   };
 }
 

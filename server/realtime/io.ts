@@ -1,18 +1,17 @@
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { RequestHandler } from 'express';
 import type session from 'express-session';
-import { RateLimiterMemory } from 'rate-limiter-flexible';
-import { Server } from 'socket.io';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { Server, ServerOptions } from 'socket.io';
+import { sessionTooOld } from '../auth/session';
+import { NotFoundError } from '../commands/service';
 import type { Config } from '../config';
-import { roleAtLeast, sessionTooOld } from '../auth/session';
-import type { Fabric } from '../cluster/fabric';
-import { ACTIONS, CommandService, NotFoundError } from '../commands/service';
-import type { Storage, User } from '../storage';
-import { fleetViews } from '../web/pages';
+import { clientEvents, ClientEventName, RealtimeError } from '../contract/realtime';
+import type { Storage } from '../storage';
 import type { Broadcaster, IO } from './broadcast';
-import { commandView, rooms } from './events';
+import { rooms } from './events';
+import { AppSocket, Forbidden, Handler, Handlers } from './handlers';
 import { dropSocket, queuedBytes, queuedPackets } from './queue';
 
 type SessionRequest = IncomingMessage & { session?: session.Session & Partial<session.SessionData>; sessionID?: string; _query?: Record<string, string> };
@@ -31,23 +30,6 @@ export const SESSION_RECHECK_MS = 30_000;
  */
 export const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
-const deviceId = z.string().min(1).max(64);
-const schemas = {
-  deviceRef: z.object({ deviceId }).strict(),
-  history: z.object({ deviceId, limit: z.number().int().min(1).max(2000).optional() }).strict(),
-  command: z
-    .object({
-      deviceId,
-      action: z.enum(ACTIONS),
-      params: z
-        .record(z.string().min(1).max(64), z.union([z.string().max(256), z.number().finite(), z.boolean()]))
-        .refine((p) => Object.keys(p).length <= 16, 'at most 16 settings')
-        .optional(),
-    })
-    .strict()
-    .refine((c) => c.action !== 'changesetting' || (c.params && Object.keys(c.params).length > 0), 'changesetting needs params'),
-};
-
 /** The origin browsers must come from: PUBLIC_ORIGIN, or else this server's own host. */
 export function originAllowed(req: IncomingMessage, config: Config): boolean {
   const origin = req.headers.origin;
@@ -63,8 +45,7 @@ export function originAllowed(req: IncomingMessage, config: Config): boolean {
 export interface RealtimeDeps {
   config: Config;
   storage: Storage;
-  fabric: Fabric;
-  commands: CommandService;
+  handlers: Handlers;
   broadcast: Broadcaster;
   sessionMiddleware: RequestHandler;
   sessionStore: session.Store;
@@ -72,11 +53,12 @@ export interface RealtimeDeps {
 }
 
 /** Socket.IO on the HTTP server; foreign origins are refused at the handshake. */
-export function createIO(http: HttpServer, config: Config): IO {
+export function createIO(http: HttpServer, config: Config, adapter?: ServerOptions['adapter']): IO {
   return new Server(http, {
     serveClient: false,
     maxHttpBufferSize: MAX_EVENT_BYTES,
     pingInterval: 20_000,
+    ...(adapter ? { adapter } : {}),
     allowRequest: (req, cb) => {
       const ok = originAllowed(req, config);
       cb(ok ? null : 'forbidden origin', ok);
@@ -89,7 +71,7 @@ export function createIO(http: HttpServer, config: Config): IO {
  * Handlers validate each payload and answer through the ack; they never throw.
  */
 export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } {
-  const { config, storage, fabric, commands, log } = deps;
+  const { config, storage, log } = deps;
 
   // The session middleware runs on the handshake only, not on every long-polling request.
   io.engine.use((req: SessionRequest, res: unknown, next: (err?: unknown) => void) => {
@@ -109,68 +91,44 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
 
   const limiter = new RateLimiterMemory({ keyPrefix: 'socket_events', points: 50, duration: 1 });
 
+  /** One event of one socket: rate limit, schema check, the user read afresh, one error path. */
+  function register<E extends ClientEventName>(socket: AppSocket, event: E, handler: Handler<E>): void {
+    const schema = clientEvents[event].payload;
+    const listen = socket.on.bind(socket) as (ev: string, listener: (payload: unknown, ack: unknown) => void) => void;
+    listen(event, async (payload, ack) => {
+      const reply = typeof ack === 'function' ? (ack as (r: object) => void) : () => {};
+      const fail = (error: RealtimeError) => reply({ ok: false, error });
+      const { userId } = socket.data;
+      try {
+        await limiter.consume(String(userId));
+      } catch {
+        return fail('rate_limited');
+      }
+      const parsed = schema.safeParse(payload ?? {});
+      if (!parsed.success) return fail('bad_request');
+      try {
+        // The user is read fresh on every event: a removed user's socket is refused and dropped at once,
+        // and a demotion takes effect on the next click, not the next login.
+        const user = await storage.getUserById(userId);
+        if (!user) {
+          fail('forbidden');
+          socket.disconnect(true);
+          return;
+        }
+        reply({ ok: true, ...(await handler(parsed.data as Parameters<Handler<E>>[0], { user, socket })) });
+      } catch (err) {
+        if (err instanceof Forbidden) return fail('forbidden');
+        if (err instanceof NotFoundError) return fail('not_found');
+        log.error({ err, event }, 'socket handler failed');
+        fail('server_error');
+      }
+    });
+  }
+
   io.on('connection', (socket) => {
     const { userId, sid } = socket.data;
     void socket.join([rooms.fleet, rooms.user(userId), rooms.session(sid)]);
-
-    /** Wraps a handler: rate limit, schema check, one error path. */
-    function on<S extends z.ZodType, R extends object>(
-      event: 'fleet:list' | 'device:watch' | 'device:unwatch' | 'telemetry:history' | 'command:send',
-      schema: S,
-      handler: (p: z.infer<S>, user: User) => Promise<R>,
-    ): void {
-      socket.on(event, async (payload: unknown, ack: unknown) => {
-        const reply = typeof ack === 'function' ? (ack as (r: object) => void) : () => {};
-        try {
-          await limiter.consume(String(userId));
-        } catch {
-          return reply({ ok: false, error: 'rate_limited' });
-        }
-        const parsed = schema.safeParse(payload ?? {});
-        if (!parsed.success) return reply({ ok: false, error: 'bad_request' });
-        try {
-          // The user is read fresh on every event: a removed user's socket is refused and dropped at once,
-          // and a demotion takes effect on the next click, not the next login.
-          const user = await storage.getUserById(userId);
-          if (!user) {
-            reply({ ok: false, error: 'forbidden' });
-            socket.disconnect(true);
-            return;
-          }
-          reply({ ok: true, ...(await handler(parsed.data, user)) });
-        } catch (err) {
-          if (err instanceof Forbidden) return reply({ ok: false, error: 'forbidden' });
-          if (err instanceof NotFoundError) return reply({ ok: false, error: 'not_found' });
-          log.error({ err, event }, 'socket handler failed');
-          reply({ ok: false, error: 'server_error' });
-        }
-      });
-    }
-
-    on('fleet:list', z.object({}).strict(), async () => ({ devices: await fleetViews(storage, fabric) }));
-
-    on('device:watch', schemas.deviceRef, async ({ deviceId }) => {
-      const [device] = await fleetViews(storage, fabric, [deviceId]);
-      if (!device) throw new NotFoundError();
-      await socket.join(rooms.device(deviceId));
-      const recent = await commands.recent(deviceId);
-      return { device, commands: recent.map(commandView), log: deps.broadcast.recentLog(deviceId) };
-    });
-
-    on('device:unwatch', schemas.deviceRef, async ({ deviceId }) => {
-      await socket.leave(rooms.device(deviceId));
-      return {};
-    });
-
-    on('telemetry:history', schemas.history, async ({ deviceId, limit }) => ({
-      points: await storage.telemetryHistory(deviceId, limit ?? 500),
-    }));
-
-    on('command:send', schemas.command, async ({ deviceId, action, params }, user) => {
-      if (!roleAtLeast(user.role, 'operator')) throw new Forbidden();
-      const cmd = await commands.send({ deviceId, action, params: params ?? null, user });
-      return { command: commandView(cmd) };
-    });
+    for (const event of Object.keys(clientEvents) as ClientEventName[]) register(socket, event, deps.handlers[event] as Handler<typeof event>);
   });
 
   // Sessions that expired, were destroyed elsewhere or outlived their lifetime lose their sockets.
@@ -218,8 +176,6 @@ function dropSocketsNotReading(io: IO, log: Logger, onDrop: () => void): void {
     dropSocket(s);
   }
 }
-
-class Forbidden extends Error {}
 
 /** Tells a session's sockets why, then disconnects them (on every instance). */
 export function endSession(io: IO, sid: string, reason: 'logout' | 'expired'): void {

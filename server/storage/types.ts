@@ -1,8 +1,9 @@
+import type { CommandStatus } from '../contract/schemas';
+
+export type { CommandStatus };
 export type Role = 'admin' | 'operator' | 'viewer';
 export const ROLES: readonly Role[] = ['admin', 'operator', 'viewer'];
 
-export type CommandStatus = 'queued' | 'sent' | 'acked' | 'failed' | 'timeout' | 'expired';
-export const FINAL_STATUSES: readonly CommandStatus[] = ['acked', 'failed', 'timeout', 'expired'];
 
 export interface User {
   id: number;
@@ -52,7 +53,6 @@ export interface Command {
   sentByUserId: number | null;
 }
 
-export type CommandPatch = Partial<Pick<Command, 'status' | 'result' | 'error' | 'sentAt'>> & { updatedAt: number };
 /** An API key as stored: only the hash of the key itself is kept (docs/api.md). */
 export interface ApiKey {
   id: string;
@@ -72,6 +72,7 @@ export interface TelemetryRange {
   limit: number;
 }
 
+export type CommandPatch = Partial<Pick<Command, 'status' | 'result' | 'error' | 'sentAt'>> & { updatedAt: number };
 
 export class DuplicateError extends Error {
   constructor(what: string) {
@@ -119,7 +120,6 @@ export interface Storage {
   insertTelemetry(rows: TelemetryRow[]): Promise<void>;
   telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]>;
   countTelemetry(deviceId?: string): Promise<number>;
-
   /**
    * The readings of a range in pages of at most `pageSize`, read with keyset pagination on
    * (ts, id), so a large range never sits in memory at once. Stopping the iteration early (a
@@ -128,6 +128,7 @@ export interface Storage {
   telemetryRange(deviceId: string, range: TelemetryRange, pageSize?: number): AsyncIterable<TelemetryPoint[]>;
   /** The distinct top-level keys of the readings of a range, sorted; null when there are more than `maxKeys`. */
   telemetryKeys(deviceId: string, range: TelemetryRange, maxKeys: number): Promise<string[] | null>;
+
   insertCommand(c: Command): Promise<void>;
   getCommand(id: string): Promise<Command | null>;
   /** Applies `patch` if the command is in one of `from` (and belongs to `deviceId`, when given); null otherwise. */
@@ -140,7 +141,6 @@ export interface Storage {
   /** Moves every sent command sent before `sentBefore` to `timeout`; returns them. */
   timeoutSent(sentBefore: number, now: number): Promise<Command[]>;
 
-  getSession(sid: string, now: number): Promise<string | null>;
   createApiKey(k: { id: string; userId: number; name: string; role: Role; keyHash: string }): Promise<ApiKey>;
   getApiKey(id: string): Promise<ApiKey | null>;
   getApiKeyByHash(keyHash: string): Promise<ApiKey | null>;
@@ -149,6 +149,7 @@ export interface Storage {
   deleteApiKey(id: string): Promise<boolean>;
   touchApiKey(id: string, lastUsedAt: number): Promise<void>;
 
+  getSession(sid: string, now: number): Promise<string | null>;
   setSession(sid: string, data: string, expiresAt: number): Promise<void>;
   touchSession(sid: string, expiresAt: number): Promise<void>;
   destroySession(sid: string): Promise<void>;

@@ -35,7 +35,14 @@ export const DEFAULT_HIGH_WATER = 5_000;
  * event loop (`setImmediate` between them), so sockets keep being served between commits; up to
  * `maxInFlight` batches are with storage at once, so the next is ready when one commits.
  */
-export class TelemetryWriter extends EventEmitter {
+export interface TelemetryWriterEvents {
+  /** Fewer readings are held than the low-water mark: paused devices may send again. */
+  drain: [];
+  /** A write failed; readings are held and retried. */
+  unhealthy: [];
+}
+
+export class TelemetryWriter extends EventEmitter<TelemetryWriterEvents> {
   private queue: Pending[] = [];
   private timer: NodeJS.Timeout | null = null;
   private immediate: NodeJS.Immediate | null = null;
@@ -72,13 +79,6 @@ export class TelemetryWriter extends EventEmitter {
 
   get pending(): number {
     return this.queue.length;
-  }
-
-  /** Queues a reading; resolves once it is committed. */
-  write(row: TelemetryRow): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.add(row, (err) => (err ? reject(err) : resolve()));
-    });
   }
 
   /** Queues a reading whose commit nobody waits for. */

@@ -122,7 +122,7 @@ describe('sockpit device …', () => {
     await ok(server, ['device', 'token', rotated]);
     await ok(server, ['device', 'remove', removed]);
     // The CLI is another process: the server notices on its periodic check (every 30 s); run it now.
-    await server.app.hub.revalidate();
+    await server.app.core.revalidate();
 
     expect(await a!.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized' });
     expect(await b!.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized' });

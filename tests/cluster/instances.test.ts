@@ -3,7 +3,7 @@
  * behaviours through nginx with real processes and kill -9 are in .ci/topology.
  */
 import { createClient } from 'redis';
-import { RedisFabric } from '../../server/cluster/redis';
+import { Leases } from '../../server/cluster/redis/leases';
 import { createLogger } from '../../server/logger';
 import { RawDevice } from '../support/device';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, login, nextEvent } from '../support/server';
@@ -163,12 +163,10 @@ describeCluster('several instances on Redis', () => {
     const cmd = createClient({ url: redisUrl });
     const sub = cmd.duplicate();
     await Promise.all([cmd.connect(), sub.connect()]);
-    const ghost = new RedisFabric({ cmd, sub, storage: a!.app.storage, log: createLogger({ logLevel: 'silent' }), ns: 'sockpit:11', leaseMs: 1000 });
-    await ghost.start();
-    await ghost.deviceOnline('esp-ghost');
+    const ghost = new Leases({ cmd, ns: 'sockpit:11', instanceId: 'ghost', leaseMs: 1000 });
+    await ghost.claim('esp-ghost', 'tcp');
     expect((await a!.app.fabric.presence(['esp-ghost'])).get('esp-ghost')?.online).toBe(true);
     const diedAt = Date.now();
-    await ghost.close();
     cmd.destroy();
     sub.destroy();
     const offline = await nextEvent(socket, 'device:status', (s) => s.deviceId === 'esp-ghost' && !s.online, 5000);
@@ -190,7 +188,7 @@ describeCluster('several instances on Redis', () => {
     // notice); the offline A announces is corrected at once.
     expect(await first.next((m) => m.type === 'error')).toMatchObject({ error: 'going_away', detail: 'replaced by a newer connection of this device' });
     await first.waitClosed();
-    await waitFor('A to let go of it', async () => a!.app.hub.get('esp-m') === undefined);
+    await waitFor('A to let go of it', async () => a!.app.registry.get('esp-m') === undefined);
     // A command sent through A now goes to the new connection on B.
     const res = await emitAck(socket, 'command:send', { deviceId: 'esp-m', action: 'togglerele' });
     expect((await second.next((m) => m.type === 'fromservertonode')).id).toBe(res.command.id);

@@ -4,7 +4,8 @@
  * their latency. (Browsers that stop reading: tests/realtime/backpressure.test.ts.)
  */
 import { addUser } from '../../server/auth/users';
-import { DEFAULT_LIMITS } from '../../server/devices/connection';
+import { DEFAULT_LIMITS } from '../../server/devices/session';
+import type { TcpLink } from '../../server/devices/transports/tcp';
 import { encodeLine } from '../../server/devices/codec';
 import { RawDevice } from '../support/device';
 import { addDevice, closeAllServers, startServer, TestServer } from '../support/server';
@@ -86,14 +87,14 @@ describe('16. backpressure', () => {
     await sleep(500);
     const baseline = watch.mark();
     const sink = await deaf(server, 'sink');
-    const conn = server.app.hub.get('sink')!;
+    const conn = server.app.registry.get('sink')!.link as TcpLink;
     const line = encodeLine({ type: 'fromservertonode', msg: 'action', action: 'changesetting', id: crypto.randomUUID(), params: BIG_PARAMS }, 'base64').length;
     const bound = DEFAULT_LIMITS.maxOutQueueBytes + conn.socket.writableHighWaterMark + 2 * line;
     const pings = setInterval(() => sink.send({ type: 'ping' }), 5);
     let maxBuffered = 0;
     let sent = 0;
     try {
-      while (server.app.hub.get('sink') === conn && sent < 20_000) {
+      while (server.app.registry.get('sink')?.link === conn && sent < 20_000) {
         await command(server, 'sink', user);
         sent++;
         maxBuffered = Math.max(maxBuffered, conn.bufferedOut);
@@ -101,7 +102,7 @@ describe('16. backpressure', () => {
     } finally {
       clearInterval(pings);
     }
-    expect(server.app.hub.get('sink')).toBeUndefined();
+    expect(server.app.registry.get('sink')).toBeUndefined();
     expect(sent).toBeLessThan(20_000);
     expect(maxBuffered).toBeGreaterThan(0); // it really was blocked
     expect(maxBuffered).toBeLessThanOrEqual(bound);
@@ -111,23 +112,23 @@ describe('16. backpressure', () => {
     const stats = await watch.stop();
     expect(stats.count).toBeGreaterThan(10);
     keptItsLatency(baseline, stats);
-    await until(() => server.app.hub.connectionCount === 0, 2000, 'every connection to be gone');
+    await until(() => server.app.core.connectionCount === 0, 2000, 'every connection to be gone');
   });
 
   test('when a device stops reading with less than a full queue pending, then it is dropped after the drain timeout (30 s by default)', async () => {
     expect(DEFAULT_LIMITS.drainTimeoutMs).toBe(30_000);
     const { server, user } = await setup();
-    server.app.hub.limits.drainTimeoutMs = 1500; // the rule at test speed; the default is checked above
+    server.app.core.limits.drainTimeoutMs = 1500; // the rule at test speed; the default is checked above
     const watch = await pinger(server, 'watcher');
     await sleep(500);
     const baseline = watch.mark();
     const slow = await deaf(server, 'slow');
-    const conn = server.app.hub.get('slow')!;
+    const conn = server.app.registry.get('slow')!.link as TcpLink;
     // Until the socket refuses more (its own buffer reaches the high-water mark): blocked from now on.
     while (conn.bufferedOut < conn.socket.writableHighWaterMark) await command(server, 'slow', user);
     const blockedAt = Date.now();
     expect(conn.bufferedOut).toBeLessThan(DEFAULT_LIMITS.maxOutQueueBytes);
-    await until(() => server.app.hub.get('slow') === undefined, 5000, 'the slow device to be dropped');
+    await until(() => server.app.registry.get('slow') === undefined, 5000, 'the slow device to be dropped');
     const after = Date.now() - blockedAt;
     expect(after).toBeGreaterThanOrEqual(1400);
     expect(after).toBeLessThan(4000);
@@ -138,9 +139,9 @@ describe('16. backpressure', () => {
 
   test('when a device reads slowly but keeps draining, then it is not dropped and gets every command in order', async () => {
     const { server, user } = await setup();
-    server.app.hub.limits.drainTimeoutMs = 1500;
+    server.app.core.limits.drainTimeoutMs = 1500;
     const reader = await deaf(server, 'reader');
-    const conn = server.app.hub.get('reader')!;
+    const conn = server.app.registry.get('reader')!.link as TcpLink;
     const ids: string[] = [];
     while (conn.bufferedOut < conn.socket.writableHighWaterMark) ids.push(await command(server, 'reader', user));
     // Read a little at a time, more often than the drain timeout.

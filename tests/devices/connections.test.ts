@@ -3,7 +3,7 @@
  * server.maxConnections.
  */
 import net from 'node:net';
-import { DEFAULT_LIMITS } from '../../server/devices/connection';
+import { DEFAULT_LIMITS } from '../../server/devices/session';
 import { encode, RawDevice } from '../support/device';
 import { addDevice, closeAllServers, startServer } from '../support/server';
 import { sleep, until } from '../support/child';
@@ -45,13 +45,13 @@ describe('14. slowloris and idle connections', () => {
       clearInterval(trickle);
     }
     expect(await silent.next((m) => m.type === 'error', 100)).toMatchObject({ error: 'protocol', detail: 'no hello within 10 s' });
-    await until(() => server.app.hub.connectionCount === 0, 2000, 'the server to forget the connections');
+    await until(() => server.app.core.connectionCount === 0, 2000, 'the server to forget the connections');
   }, 20_000);
 
   test('when a device says nothing (or only part of a line) for the idle timeout, then it is closed, while one that pings stays', async () => {
     expect(DEFAULT_LIMITS.idleTimeoutMs).toBe(120_000);
     const server = await startServer();
-    server.app.hub.limits.idleTimeoutMs = 1500; // the rule at test speed; the default is checked above
+    server.app.core.limits.idleTimeoutMs = 1500; // the rule at test speed; the default is checked above
     const devs = await Promise.all(['quiet', 'partial', 'pinger'].map((id) => addDevice(server, id)));
     const [quiet, partial, pinger] = await Promise.all(devs.map((d) => RawDevice.hello(server.devicePort, d.id, d.token)));
     const t0 = Date.now();
@@ -65,7 +65,7 @@ describe('14. slowloris and idle connections', () => {
       expect(p).toBeLessThan(4000);
       await sleep(1000);
       expect(pinger!.closed).toBe(false);
-      expect(server.app.hub.get('pinger')).toBeDefined();
+      expect(server.app.registry.get('pinger')).toBeDefined();
     } finally {
       clearInterval(pings);
       pinger!.close();
@@ -96,7 +96,7 @@ describe('14. slowloris and idle connections', () => {
     const server = await startServer({ deviceMaxConnections: 4 });
     const devs = await Promise.all(['a', 'b', 'c', 'd'].map((id) => addDevice(server, id)));
     const conns = await Promise.all(devs.map((d) => RawDevice.hello(server.devicePort, d.id, d.token)));
-    expect(server.app.hub.server.maxConnections).toBe(4);
+    expect(server.app.transports.tcp.server.maxConnections).toBe(4);
     const t0 = Date.now();
     const dropped = await RawDevice.connect(server.devicePort);
     expect(await closedAfter(dropped, t0)).toBeLessThan(1000);

@@ -115,7 +115,7 @@ describe('15. malformed lines', () => {
     d.write(encode({ type: 'telemetry', id: 'cut-1', data: { v: 1 } }).slice(0, 30));
     d.socket.end();
     await d.waitClosed();
-    await until(() => server.app.hub.get('esp-bad') === undefined, 2000, 'the device to go offline');
+    await until(() => server.app.registry.get('esp-bad') === undefined, 2000, 'the device to go offline');
     await server.app.writer.flush();
     expect(await server.app.storage.countTelemetry('esp-bad')).toBe(before);
     const again = await RawDevice.hello(server.devicePort, 'esp-bad', token);
@@ -200,7 +200,7 @@ describe('15. fuzz', () => {
         }),
         { numRuns: 150 },
       );
-      await until(() => server.app.hub.connectionCount === 1, 5000, 'fuzz connections to close');
+      await until(() => server.app.core.connectionCount === 1, 5000, 'fuzz connections to close');
       const health = await fetch(server.baseUrl + '/healthz');
       expect(health.status).toBe(200);
     } finally {

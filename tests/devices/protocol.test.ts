@@ -1,7 +1,7 @@
 /** The device line protocol (docs/protocol.md) on a real connection: hello, replies in the device's encoding, limits, reliable telemetry. */
 import { RawDevice, encode } from '../support/device';
 import { addDevice, closeAllServers, startServer, TestServer } from '../support/server';
-import { REPLY_FLUSH_CHUNK } from '../../server/devices/hub';
+import { REPLY_FLUSH_CHUNK } from '../../server/devices/core';
 
 let server: TestServer;
 afterEach(closeAllServers);
@@ -19,7 +19,7 @@ describe('device line protocol', () => {
     expect(welcome).toMatchObject({ type: 'welcome', device: 'esp-1' });
     expect(typeof welcome.time).toBe('number');
     expect(d.rawLines[0]).toMatch(/^[A-Za-z0-9+/=]+$/);
-    expect(server.app.hub.get('esp-1')).toBeDefined();
+    expect(server.app.registry.get('esp-1')).toBeDefined();
     d.close();
   });
 
@@ -165,7 +165,7 @@ describe('token changes made elsewhere', () => {
     const { rotateDeviceToken, removeDevice } = await import('../../server/devices/admin');
     await rotateDeviceToken(server.app.storage, 'rot-1');
     await removeDevice(server.app.storage, 'rot-2');
-    await server.app.hub.revalidate();
+    await server.app.core.revalidate();
     expect(await a.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'token changed' });
     expect(await b.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'device removed' });
     await a.waitClosed();

@@ -46,11 +46,11 @@ describe('17. duplicate device id and token rotation', () => {
     await sleep(300);
     const open = conns.filter((c) => c && !c.closed);
     expect(open.length).toBe(1);
-    expect(server.app.hub.onlineCount).toBe(1);
+    expect(server.app.registry.onlineCount).toBe(1);
     open[0]!.send({ type: 'ping' });
     await open[0]!.next((m) => m.type === 'pong');
     for (const c of conns) c?.close();
-    await until(() => server.app.hub.onlineCount === 0, 2000, 'the device to go offline');
+    await until(() => server.app.registry.onlineCount === 0, 2000, 'the device to go offline');
   });
 
   test('when an admin rotates a device’s token in the page, then the live connection is kicked, the old token is refused and the new one works', async () => {

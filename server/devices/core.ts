@@ -1,0 +1,296 @@
+import type { Logger } from 'pino';
+import type { CommandService } from '../commands/service';
+import type { Broadcaster } from '../realtime/broadcast';
+import type { Storage } from '../storage';
+import type { TelemetryWriter } from '../telemetry/writer';
+import { GOING_AWAY, stored } from './outbound';
+import type { Presence } from './presence';
+import type { DeviceRegistry } from './registry';
+import { DeviceLink, DeviceSession, HandshakeIdentity, OnStored, SessionLimits, SessionServices, Transport, TRANSPORTS } from './session';
+import { hashToken, tokenMatches } from './tokens';
+
+/** How often the devices connected here are checked against storage (rotated tokens, removed devices). */
+const REVALIDATE_MS = 30_000;
+
+/**
+ * How long `stored` replies are held so that each device gets its replies in one write: with many
+ * devices sending a reading or two at a time, one write system call per reply cost the event loop
+ * more than anything else (bench/README.md). Firmware keeps unanswered readings for resending, so
+ * a reply 100 ms later costs it nothing.
+ */
+export const REPLY_FLUSH_MS = 100;
+/** Sessions whose held replies are written per turn of the event loop. */
+export const REPLY_FLUSH_CHUNK = 64;
+
+/** How long shutdown waits for devices to take their goodbye and close. */
+const GOODBYE_WAIT_MS = 3000;
+
+export interface DeviceCoreOptions {
+  limits: SessionLimits;
+  allowAnonymous: boolean;
+  /** Device connections allowed from one address, all transports together. */
+  maxPerIp: number;
+}
+
+export interface DeviceCoreDeps {
+  storage: Storage;
+  writer: TelemetryWriter;
+  registry: DeviceRegistry;
+  presence: Presence;
+  commands: CommandService;
+  broadcast: Broadcaster;
+  log: Logger;
+}
+
+/**
+ * The protocol core every transport shares (docs/protocol.md): it opens a session per link,
+ * checks tokens, caps connections per address, stores telemetry with the `stored` guarantee,
+ * records acks, replaces an older connection of the same device, pauses reading while storage
+ * cannot keep up, and says goodbye at shutdown.
+ */
+export class DeviceCore implements SessionServices {
+  readonly limits: SessionLimits;
+  readonly allowAnonymous: boolean;
+  private readonly sessions = new Set<DeviceSession>();
+  private readonly perIp = new Map<string, number>();
+  private readonly paused = new Set<DeviceSession>();
+  /** Sessions holding `stored` replies, and the timer that writes them. */
+  private toFlush = new Set<DeviceSession>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly ticker: NodeJS.Timeout;
+  private readonly revalidator: NodeJS.Timeout;
+  private closing = false;
+  /** Counters for /metrics. */
+  readonly counters = { lines: 0, refused: 0 };
+
+  constructor(
+    private readonly deps: DeviceCoreDeps,
+    private readonly opts: DeviceCoreOptions,
+  ) {
+    this.limits = opts.limits;
+    this.allowAnonymous = opts.allowAnonymous;
+    deps.writer.on('drain', () => this.resumePaused());
+    this.ticker = setInterval(() => this.tick(), 1000);
+    this.ticker.unref();
+    this.revalidator = setInterval(() => void this.revalidate(), REVALIDATE_MS);
+    this.revalidator.unref();
+  }
+
+  /** Open device connections on this instance, ready or not, all transports. */
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Open connections per transport (for /metrics). */
+  connectionsByTransport(): Record<Transport, number> {
+    const out = Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<Transport, number>;
+    for (const s of this.sessions) out[s.transport]++;
+    return out;
+  }
+
+  /** False when this address already has its share of connections (the transport refuses it its own way). */
+  canAdmit(remoteAddress: string): boolean {
+    if (this.closing) return false;
+    if ((this.perIp.get(remoteAddress) ?? 0) < this.opts.maxPerIp) return true;
+    this.counters.refused++;
+    return false;
+  }
+
+  /** A new connection: its session. The transport then feeds it messages and tells it when the link closes. */
+  open(link: DeviceLink): DeviceSession {
+    const session = new DeviceSession(link, this);
+    this.perIp.set(link.remoteAddress, (this.perIp.get(link.remoteAddress) ?? 0) + 1);
+    this.sessions.add(session);
+    return session;
+  }
+
+  /**
+   * A new connection whose device the transport's handshake named. With a token it is checked
+   * first: 'unauthorized' and 'unavailable' refuse it before any session exists (no session is
+   * counted). Without one (anonymous mode) the device is admitted as for a first line that is not a hello.
+   */
+  async checkHandshake(deviceId: string, token: string | null): Promise<{ ok: true; credential: string } | { ok: false; code: 'unauthorized' | 'unavailable' }> {
+    let credential: string | null;
+    try {
+      credential = token === null ? (this.allowAnonymous ? await this.admitAnonymous(deviceId) : null) : await this.authenticate(deviceId, token);
+    } catch (err) {
+      this.deps.log.error({ err, device: deviceId }, 'could not check a device');
+      return { ok: false, code: 'unavailable' };
+    }
+    if (credential === null) {
+      this.deps.log.info({ device: deviceId }, 'refused a device: unknown device or wrong token');
+      return { ok: false, code: 'unauthorized' };
+    }
+    return { ok: true, credential };
+  }
+
+  /** Opens a session for a device the handshake already authenticated. */
+  async openAuthenticated(link: DeviceLink, identity: HandshakeIdentity, credential: string): Promise<DeviceSession> {
+    const session = this.open(link);
+    await session.openAs(identity, credential);
+    return session;
+  }
+
+  /** Stops accepting, says goodbye to every device and waits (briefly) for the connections to close. */
+  async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.ticker);
+    clearInterval(this.revalidator);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushReplies(true);
+    for (const s of this.sessions) s.error('going_away', GOING_AWAY.shutdown, true);
+    const deadline = Date.now() + GOODBYE_WAIT_MS;
+    while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const s of this.sessions) s.destroy('shutdown');
+  }
+
+  // ---- SessionServices ----
+
+  get saturated(): boolean {
+    return this.deps.writer.full;
+  }
+
+  async authenticate(deviceId: string, token: string): Promise<string | null> {
+    const device = await this.deps.storage.getDevice(deviceId);
+    return device !== null && tokenMatches(token, device.tokenHash) ? device.tokenHash : null;
+  }
+
+  async admitAnonymous(deviceId: string): Promise<string | null> {
+    const { storage } = this.deps;
+    const existing = await storage.getDevice(deviceId);
+    // The token hash of an anonymous device matches no token, so a hello can never claim it.
+    const tokenHash = existing?.tokenHash ?? `anonymous:${hashToken(deviceId)}`;
+    if (!existing) await storage.createDevice({ id: deviceId, name: deviceId, tokenHash }).catch(() => {});
+    return tokenHash;
+  }
+
+  async ready(session: DeviceSession, firmware: string | null): Promise<void> {
+    const id = session.deviceId!;
+    const previous = this.deps.registry.claim(session);
+    if (previous) {
+      this.log(previous, 'warn', 'replaced by a new connection of the same device');
+      previous.error('going_away', GOING_AWAY.replaced, true);
+    }
+    this.deps.log.info({ device: id, remote: session.remoteAddress, transport: session.transport }, 'device online');
+    this.log(session, 'info', `connected from ${session.remoteAddress} over ${session.transport}${firmware ? ` (firmware ${firmware})` : ''}`);
+    await this.deps.presence.online(id, firmware, session.transport);
+  }
+
+  closed(session: DeviceSession, reason: string): void {
+    if (!this.sessions.delete(session)) return;
+    this.paused.delete(session);
+    this.toFlush.delete(session);
+    const ip = session.remoteAddress;
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, n);
+    if (this.deps.registry.release(session)) {
+      const id = session.deviceId!;
+      this.deps.log.info({ device: id, reason }, 'device offline');
+      this.log(session, 'info', `disconnected: ${reason}`);
+      this.deps.presence.offline(id, session.lastSeenAt);
+    }
+  }
+
+  telemetry(session: DeviceSession, msgId: string | null, data: Record<string, unknown>, onStored?: OnStored): void {
+    const deviceId = session.deviceId!;
+    const ts = Date.now();
+    this.counters.lines++;
+    if (onStored) this.deps.writer.add({ deviceId, msgId, ts, data }, onStored);
+    else if (msgId === null) this.deps.writer.add({ deviceId, msgId, ts, data });
+    else {
+      this.deps.writer.add({ deviceId, msgId, ts, data }, (err) => {
+        if (!err) session.sendLater(stored(msgId));
+      });
+    }
+    this.deps.broadcast.telemetry(deviceId, ts, data);
+  }
+
+  ack(session: DeviceSession, commandId: string, ok: boolean, result: unknown): void {
+    const deviceId = session.deviceId!;
+    void this.deps.commands
+      .ack(deviceId, commandId, ok, result)
+      .then((r) => {
+        if (r === 'unknown') session.error('protocol', `no command "${commandId}" is waiting for an ack`);
+      })
+      .catch((err: Error) => this.deps.log.error({ err, device: deviceId }, 'could not record an ack'));
+  }
+
+  pausedForStorage(session: DeviceSession): void {
+    this.paused.add(session);
+  }
+
+  flushSoon(session: DeviceSession): void {
+    this.toFlush.add(session);
+    if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flushReplies(), REPLY_FLUSH_MS);
+  }
+
+  log(session: DeviceSession, level: 'info' | 'warn' | 'error', text: string): void {
+    if (session.deviceId !== null) this.deps.broadcast.log(session.deviceId, level, text);
+    else if (level !== 'info') this.deps.log.info({ remote: session.remoteAddress, transport: session.transport }, text);
+  }
+
+  // ----
+
+  /**
+   * Writes every session's held replies (`stored`), one write per session, at most
+   * REPLY_FLUSH_CHUNK sessions per turn of the event loop: a thousand devices' replies in one go
+   * held up reading every socket for 20–40 ms. `all`: everything now (shutdown).
+   */
+  private flushReplies(all = false): void {
+    this.flushTimer = null;
+    const sessions = this.toFlush.values();
+    this.toFlush = new Set();
+    const step = () => {
+      let n = 0;
+      for (let s = sessions.next(); !s.done; s = sessions.next()) {
+        s.value.flushLater();
+        if (!all && ++n >= REPLY_FLUSH_CHUNK) {
+          setImmediate(step);
+          return;
+        }
+      }
+    };
+    step();
+  }
+
+  /**
+   * Tokens can be rotated and devices removed from another process (the CLI) or instance; every
+   * REVALIDATE_MS the devices connected here are checked against storage in one query.
+   */
+  async revalidate(): Promise<void> {
+    const { registry, storage, broadcast } = this.deps;
+    let devices;
+    try {
+      devices = new Map((await storage.listDevices()).map((d) => [d.id, d.tokenHash]));
+    } catch {
+      return; // Storage unreachable: keep devices connected; /readyz reports the outage.
+    }
+    for (const s of [...registry.sessions()]) {
+      const hash = devices.get(s.deviceId!);
+      if (hash === undefined) registry.kick(s.deviceId!, 'unauthorized', 'device removed');
+      else if (hash !== s.credential) registry.kick(s.deviceId!, 'unauthorized', 'token changed');
+    }
+    broadcast.retainLogs(new Set(devices.keys()));
+  }
+
+  /** A device was removed here (page, API): its connection closes at once. */
+  removed(deviceId: string): void {
+    this.deps.registry.kick(deviceId, 'unauthorized', 'device removed');
+  }
+
+  /** A device was given a new token here (page, API): the old connection closes at once. */
+  tokenRotated(deviceId: string): void {
+    this.deps.registry.kick(deviceId, 'unauthorized', 'token rotated');
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const s of this.sessions) s.tick(now);
+  }
+
+  private resumePaused(): void {
+    for (const s of this.paused) s.resume();
+    this.paused.clear();
+  }
+}

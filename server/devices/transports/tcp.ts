@@ -1,0 +1,172 @@
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { encodeLine, Encoding, LineSplitter, MAX_LINE_BYTES } from '../codec';
+import type { DeviceCore } from '../core';
+import { error as errorMessage, ServerMessage } from '../outbound';
+import type { DeviceLink, DeviceSession } from '../session';
+
+/** Bytes read and thrown away after the server decided to close, before it stops reading. */
+const DISCARD_AFTER_CLOSE_BYTES = 64 * 1024;
+
+/** How long a connection the server ended may stay half-open (a device that never reads). */
+const END_GRACE_MS = 2000;
+
+/** One device's TCP connection: lines in, lines out, a bounded queue while the device does not read. */
+export class TcpLink implements DeviceLink {
+  readonly transport = 'tcp' as const;
+  readonly remoteAddress: string;
+  stalledSince = 0;
+  private session: DeviceSession | null = null;
+  private readonly splitter = new LineSplitter(MAX_LINE_BYTES);
+  private outQueue: Buffer[] = [];
+  private outBytes = 0;
+  private closing = false;
+  private discarded = 0;
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly maxOutQueueBytes: number,
+  ) {
+    this.remoteAddress = remoteAddressOf(socket);
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.closing = true;
+      this.outQueue = [];
+      this.outBytes = 0;
+      this.session?.linkClosed();
+    });
+  }
+
+  get bufferedOut(): number {
+    return this.outBytes + this.socket.writableLength;
+  }
+
+  attach(session: DeviceSession): void {
+    this.session = session;
+  }
+
+  send(message: ServerMessage, encoding: Encoding): 'ok' | 'closed' | 'overflow' {
+    if (this.socket.destroyed) return 'closed';
+    const line = encodeLine(message, encoding);
+    if (this.stalledSince !== 0) {
+      if (this.outBytes + line.length > this.maxOutQueueBytes) return 'overflow';
+      this.outQueue.push(line);
+      this.outBytes += line.length;
+      return 'ok';
+    }
+    if (!this.socket.write(line)) this.stalledSince = Date.now();
+    return 'ok';
+  }
+
+  sendBatch(messages: ServerMessage[], encoding: Encoding): void {
+    if (this.socket.destroyed) return;
+    this.socket.cork();
+    for (const m of messages) if (this.send(m, encoding) === 'overflow') break;
+    this.socket.uncork();
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.closing) this.socket.resume();
+  }
+
+  end(): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), END_GRACE_MS).unref();
+  }
+
+  destroy(): void {
+    this.closing = true;
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) {
+      // What a closing connection still sends is discarded; past a little, the server stops reading
+      // (an endless line is not read for the rest of the grace period; the goodbye still gets out).
+      this.discarded += chunk.length;
+      if (this.discarded > DISCARD_AFTER_CLOSE_BYTES) this.socket.pause();
+      return;
+    }
+    const session = this.session!;
+    const ok = this.splitter.push(chunk, (line) => session.receive(line));
+    if (!ok) session.error('line_too_long', `lines are limited to ${MAX_LINE_BYTES} bytes`, true);
+  }
+
+  private onDrain(): void {
+    this.stalledSince = 0;
+    while (this.outQueue.length > 0) {
+      const line = this.outQueue.shift()!;
+      this.outBytes -= line.length;
+      if (!this.socket.write(line)) {
+        this.stalledSince = Date.now();
+        return;
+      }
+    }
+  }
+}
+
+export function remoteAddressOf(socket: net.Socket): string {
+  return (socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
+}
+
+export interface TcpTransportOptions {
+  /** Device connections allowed in total (net.Server.maxConnections). */
+  maxConnections: number;
+}
+
+/** The TCP line listener (docs/protocol.md): it only frames; the core does the rest. */
+export class TcpTransport {
+  readonly server: net.Server;
+
+  constructor(
+    private readonly core: DeviceCore,
+    private readonly log: Logger,
+    opts: TcpTransportOptions,
+  ) {
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.maxConnections = opts.maxConnections;
+    this.server.on('error', (err) => this.log.error({ err }, 'device listener error'));
+  }
+
+  /** Listens; resolves with the port bound. */
+  listen(port: number, host: string): Promise<number> {
+    return listenOn(this.server, port, host);
+  }
+
+  /** Stops accepting; the core says goodbye to the connections. */
+  close(): void {
+    this.server.close();
+  }
+
+  private accept(socket: net.Socket): void {
+    const ip = remoteAddressOf(socket);
+    if (!this.core.canAdmit(ip)) {
+      socket.on('error', () => {});
+      socket.end(encodeLine(errorMessage('rate_limited', 'too many connections from this address'), 'base64'));
+      setTimeout(() => socket.destroy(), 1000).unref();
+      return;
+    }
+    const link = new TcpLink(socket, this.core.limits.maxOutQueueBytes);
+    link.attach(this.core.open(link));
+  }
+}
+
+/** net.Server.listen as a promise of the bound port. */
+export function listenOn(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
+}
