@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import type { Server, Socket } from 'socket.io';
+import { commandView } from '../commands/view';
 import type { Command } from '../storage';
 import {
   ClientToServerEvents,
-  commandView,
   DeviceStatus,
   FleetReading,
   InterServerEvents,

@@ -1,7 +1,5 @@
-import type { PresenceEntry } from '../cluster/fabric';
 import type { FleetReading } from '../contract/realtime';
-import type { CommandView, DeviceView } from '../contract/schemas';
-import type { Command, Device, Role } from '../storage';
+import type { Role } from '../storage';
 
 export type { ClientToServerEvents, ServerToClientEvents, FleetReading, DeviceStatus } from '../contract/realtime';
 export type { CommandView, DeviceView, LogEntry } from '../contract/schemas';
@@ -21,36 +19,6 @@ export interface SocketData {
   username: string;
   role: Role;
   sid: string;
-}
-
-export function commandView(c: Command): CommandView {
-  return {
-    id: c.id,
-    deviceId: c.deviceId,
-    action: c.action,
-    params: c.params,
-    status: c.status,
-    result: c.result,
-    error: c.error,
-    createdAt: c.createdAt,
-    updatedAt: c.updatedAt,
-    sentBy: c.sentBy,
-  };
-}
-
-export function deviceView(d: Device, presence: PresenceEntry | undefined): DeviceView {
-  const lastSeen = Math.max(d.lastSeen ?? 0, presence?.lastSeen ?? 0) || null;
-  const online = presence?.online ?? false;
-  return {
-    id: d.id,
-    name: d.name,
-    online,
-    lastSeen,
-    latest: d.latest,
-    latestAt: d.latestAt,
-    firmware: d.firmware,
-    transport: online ? (presence?.transport ?? null) : null,
-  };
 }
 
 /**

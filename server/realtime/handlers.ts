@@ -5,9 +5,10 @@ import type { Fabric } from '../cluster/fabric';
 import { CommandService, NotFoundError } from '../commands/service';
 import { clientEvents, ClientEventName, ReplyOf } from '../contract/realtime';
 import type { Storage, User } from '../storage';
-import { fleetViews } from '../web/pages';
+import { fleetViews } from '../devices/views';
 import type { Broadcaster } from './broadcast';
-import { ClientToServerEvents, commandView, InterServerEvents, rooms, ServerToClientEvents, SocketData } from './events';
+import { commandView } from '../commands/view';
+import { ClientToServerEvents, InterServerEvents, rooms, ServerToClientEvents, SocketData } from './events';
 
 export type AppSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
 

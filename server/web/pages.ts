@@ -6,7 +6,7 @@ import { addDevice, InputError, removeDevice, rotateDeviceToken } from '../devic
 import { firmwareSnippet, simulateLine } from '../devices/snippet';
 import { addUser, removeUser, setRole } from '../auth/users';
 import { csrfToken, requireLogin, requireRole, roleAtLeast } from '../auth/session';
-import { deviceView, DeviceView } from '../realtime/events';
+import { fleetViews } from '../devices/views';
 import type { Storage } from '../storage';
 import { chooseDeviceHost, DeviceHostChoice } from './device-host';
 
@@ -16,13 +16,6 @@ export interface PageDeps {
   fabric: Fabric;
   /** Disconnects a device whose token was rotated or which was removed. */
   kickDevice: (id: string, detail: string) => void;
-}
-
-/** Device views with cluster-wide presence. */
-export async function fleetViews(storage: Storage, fabric: Fabric, ids?: string[]): Promise<DeviceView[]> {
-  const devices = ids ? (await Promise.all(ids.map((id) => storage.getDevice(id)))).filter((d) => d !== null) : await storage.listDevices();
-  const presence = await fabric.presence(devices.map((d) => d.id)).catch(() => new Map());
-  return devices.map((d) => deviceView(d, presence.get(d.id)));
 }
 
 /** The host the browser used to reach this page (without brackets), or null. */
@@ -73,7 +66,7 @@ export function pageRoutes(deps: PageDeps): Router {
       host: device.host,
       hostWarning: device.warning,
       hostHint,
-      snippet: firmwareSnippet({ id, token, host: device.host, port: config.devicePort }),
+      snippet: firmwareSnippet({ id, token, host: device.host, port: config.devicePort, hostNote: device.warning }),
       simulate: simulateLine(id, token, simHost, config.devicePort),
     };
   };
