@@ -68,8 +68,9 @@ describe('the firmware snippet names an address a real device can reach', () => 
       expect(shown.snippet).toContain(`#define SERVER_PORT ${server.config.devicePort}`);
       expect(shown.snippet).not.toMatch(/SERVER_HOST "(127\.\d+\.\d+\.\d+|localhost|::1|[^"]*\.localhost)"/);
       if (expected === HOST_PLACEHOLDER) {
-        // No network address on this machine: the page says plainly what to do.
+        // No network address on this machine: the page and the snippet say plainly what to do.
         expect(shown.warning).toMatch(/replace it with the address of the computer running sockpit/);
+        expect(shown.snippet).toMatch(/^\/\/ .*replace it with the address of the computer running sockpit/m);
       } else {
         expect(shown.warning).toBeNull();
         expect(shown.hint).toContain(`this computer's network address, ${expected}`);
@@ -89,6 +90,7 @@ describe('the firmware snippet names an address a real device can reach', () => 
       expect(shown.simulate).toContain('--host devices.example.net');
       expect(shown.warning).toBeNull();
       expect(shown.hint).toBeNull();
+      expect(shown.snippet).not.toContain('cannot reach');
     }
   });
 
@@ -98,6 +100,10 @@ describe('the firmware snippet names an address a real device can reach', () => 
     const shown = await addDeviceAs(server, cookie, 'localhost:3000', 'kitchen');
     expect(shown.snippet).toContain('#define SERVER_HOST "127.0.0.1"');
     expect(shown.warning).toMatch(/a real device cannot reach it/);
+    // The warning goes into config.h too, as a comment right above SERVER_HOST.
+    const lines = shown.snippet.split('\n');
+    const at = lines.indexOf('#define SERVER_HOST "127.0.0.1"');
+    expect(lines[at - 1]).toMatch(/^\/\/ 127\.0\.0\.1 is this computer itself: a real device cannot reach it\./);
   });
 
   test.each([
