@@ -178,5 +178,5 @@ describe('streaming', () => {
       req.on('error', () => resolve());
     });
     expect((await api(server, `/api/v1/devices/${id}/telemetry?limit=1`, { key })).json.count).toBe(1);
-  }, 60_000);
+  }, 120_000);
 });
