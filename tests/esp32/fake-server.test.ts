@@ -83,7 +83,8 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
     const dev = device(server.port);
     const ack = await orEnd(dev, ackOf(server, 'after-deep'));
     expect(ack).toMatchObject({ ok: true, result: { relay: true } });
-    expect(dev.count(/Ignoring a message from the server: nested deeper than 32 levels, refused unparsed/)).toBe(2);
+    // The log comes down a pipe of its own: wait for it rather than race the socket.
+    await dev.waitFor(/Ignoring a message from the server: nested deeper than 32 levels, refused unparsed/, 10_000, 2);
     expect(dev.running).toBe(true);
     // A message nested as deep as the server itself allows (level 32) is still read.
     server.conns[0]!.sendLine(
@@ -117,13 +118,13 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
       else welcome(conn, msg);
     });
     const dev = device(server.port);
-    await dev.waitFor(/The server welcomed us: online/, 8_000);
+    await dev.waitFor(/The server welcomed us: online/, 15_000);
     expect(server.conns).toHaveLength(3);
     expect(dev.count(/could not check our id and token just now \(unavailable - server could not check the token; try again\); that is not a wrong token\. Reconnecting in \d+\.\d s\./)).toBe(2);
     const gaps = [server.connectedAt[1]! - server.connectedAt[0]!, server.connectedAt[2]! - server.connectedAt[1]!];
     expect(gaps[0]).toBeGreaterThanOrEqual(400); // a pause, then a growing one
     expect(gaps[1]).toBeGreaterThanOrEqual(900);
-    expect(Math.max(...gaps)).toBeLessThan(3_000);
+    expect(Math.max(...gaps)).toBeLessThan(5_000); // seconds, not minutes (with room for a busy machine)
     expect(dev.log).not.toMatch(/refused this device|Not trying again/);
   });
 
@@ -167,12 +168,12 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
       if (msg.type === 'hello' && i === 0) setTimeout(() => conn.refuse('going_away', 'server is shutting down'), 200);
     });
     const dev = device(server.port);
-    await server.until('a second connection', () => server.conns.length === 2, 5_000);
+    await server.until('a second connection', () => server.conns.length === 2, 10_000);
     const gap = server.connectedAt[1]! - server.connectedAt[0]!;
     expect(gap).toBeGreaterThanOrEqual(200 + 400);
-    expect(gap).toBeLessThan(3_000);
-    expect(dev.log).toMatch(/The server is closing this connection \(going_away - server is shutting down\): it is restarting, or a newer connection with our id replaced this one\. Reconnecting in/);
-    await dev.waitFor(/The server welcomed us: online/, 5_000, 2);
+    expect(gap).toBeLessThan(5_000);
+    await dev.waitFor(/The server is closing this connection \(going_away - server is shutting down\): it is restarting, or a newer connection with our id replaced this one\. Reconnecting in/, 10_000);
+    await dev.waitFor(/The server welcomed us: online/, 10_000, 2);
   });
 
   test('when the server says its hello came too late (protocol), the device retries with its normal backoff', async () => {
@@ -182,14 +183,14 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
       else welcome(conn, msg);
     });
     const dev = device(server.port);
-    await dev.waitFor(/The server welcomed us: online/, 5_000);
+    await dev.waitFor(/The server welcomed us: online/, 10_000);
     expect(dev.log).toMatch(/The server did not take our hello \(protocol - no hello within 10 s\)\. Reconnecting in 0\.\d s\./);
-    expect(server.connectedAt[1]! - server.connectedAt[0]!).toBeLessThan(2_000);
+    expect(server.connectedAt[1]! - server.connectedAt[0]!).toBeLessThan(5_000);
   });
 
   test('a refused connection, a failed name lookup and a connect timeout are each called by their name', async () => {
     const refused = device(await closedPort());
-    await refused.waitFor(/refused the connection: nothing listens on that port\. Is sockpit running there, and is this its device port\? Next try in/, 5_000);
+    await refused.waitFor(/refused the connection: nothing listens on that port\. Is sockpit running there, and is this its device port\? Next try in/, 10_000);
 
     const dns = device(7000, [], 'no-such-host.invalid');
     await dns.waitFor(/Could not look up the server's name "no-such-host\.invalid" \(.+\): is the name right, and does this network have a DNS server\? Next try in/, 15_000);
@@ -197,7 +198,7 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
     const hole = await blackhole();
     try {
       const slow = device(hole.port, ['--connect-timeout-ms', '700']);
-      await slow.waitFor(new RegExp(`No answer from 127\\.0\\.0\\.1:${hole.port} within 0\\.7 s: wrong address, machine switched off, or a firewall dropping the port\\? Next try in`), 5_000);
+      await slow.waitFor(new RegExp(`No answer from 127\\.0\\.0\\.1:${hole.port} within 0\\.7 s: wrong address, machine switched off, or a firewall dropping the port\\? Next try in`), 10_000);
     } finally {
       hole.stop();
     }
@@ -220,15 +221,15 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
         if (msg.type === 'hello') conn.send({ type: 'fromservertonode', action: 'togglerele', id: 't1' });
       });
       const first = device(server.port, ['--power-on', 'last', '--state-file', stateFile]);
-      expect(first.log).not.toMatch(/relay on/);
+      await first.waitFor(/starting .* relay off \(power-on state: last; none kept yet\)\./, 10_000);
       expect(await ackOf(server, 't1')).toMatchObject({ ok: true, result: { relay: true } });
       await first.stop();
       expect(fs.readFileSync(stateFile, 'utf8').trim()).toBe('1');
 
       const again = device(await closedPort(), ['--power-on', 'last', '--state-file', stateFile]);
-      await again.waitFor(/starting .* relay on \(power-on state: as before the restart\)\./, 5_000);
+      await again.waitFor(/starting .* relay on \(power-on state: as before the restart\)\./, 10_000);
       const on = device(await closedPort(), ['--power-on', 'on']);
-      await on.waitFor(/starting .* relay on \(power-on state: on\)\./, 5_000);
+      await on.waitFor(/starting .* relay on \(power-on state: on\)\./, 10_000);
       await sleep(100);
       expect(on.log).toMatch(/\(simulated relay clicks ON\)/);
     } finally {

@@ -48,8 +48,9 @@ export class HostDevice {
     };
     this.proc.stdout!.on('data', onData);
     this.proc.stderr!.on('data', onData);
+    // 'close', not 'exit': by then every line it wrote has been read.
     this.exited = new Promise((resolve) =>
-      this.proc.on('exit', (code, signal) => {
+      this.proc.on('close', (code, signal) => {
         this.exit = { code, signal };
         for (const l of this.listeners) l();
         resolve(this.exit);
