@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { buildProvision, ROOT } from './lib/build.mjs';
+import { buildDeviceClient, ROOT } from './lib/build.mjs';
 import { freePort, logTail, ProcWatch, procSample, sleep, startProcess, stopProcess, waitForPort, Worker, killAll } from './lib/proc.mjs';
 import { Histogram, round } from './lib/stats.mjs';
-import { serverNodeFlags } from './lib/sockpit.mjs';
+import { provision as provisionIn, startSockpit as startServer } from './lib/sockpit.mjs';
 
 const require = createRequire(import.meta.url);
 const args = process.argv.slice(2);
@@ -132,38 +132,19 @@ function git() {
   }
 }
 
-let provisionJs = null;
-/** Creates devices and users in a data dir with the project's own functions (see provision.ts). */
-async function provision(env, spec) {
-  provisionJs ??= await buildProvision();
-  const specFile = path.join(runDir, `spec-${Date.now()}.json`);
-  const outFile = specFile.replace('spec-', 'out-');
-  fs.writeFileSync(specFile, JSON.stringify(spec));
-  execFileSync(process.execPath, [provisionJs, specFile, outFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
-  return JSON.parse(fs.readFileSync(outFile, 'utf8'));
+/** Creates devices and users in a data dir with the project's own functions (bench/lib/sockpit.mjs). */
+function provision(env, spec) {
+  return provisionIn(env, spec, runDir);
 }
 
-/** Starts the server as its own process on loopback, with the Node flags of `npm start`. */
-async function startSockpit(label, { dataDir, extraEnv = {} } = {}) {
-  const port = await freePort();
-  const devicePort = await freePort();
-  const env = {
-    HOST: '127.0.0.1',
-    PORT: String(port),
-    DEVICE_PORT: String(devicePort),
-    DATA_DIR: dataDir,
-    LOG_LEVEL: 'warn',
-    BCRYPT_ROUNDS: '4',
-    DEVICE_MAX_PER_IP: '20000',
-    DEVICE_MAX_LINES_PER_S: '100000',
-    ...SERVER_ENV,
-    ...extraEnv,
-  };
-  const flags = [...serverNodeFlags(ROOT), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(runDir, 'profiles')}`] : [])];
-  const child = startProcess(label, process.execPath, [...flags, path.join(ROOT, 'dist/main.js')], { env, logDir, cwd: ROOT });
-  await waitForPort(port, { child, timeoutMs: 30_000 });
-  await waitForPort(devicePort, { child });
-  return { child, pid: child.pid, port, devicePort, baseUrl: `http://127.0.0.1:${port}`, env };
+/** The server as its own process (bench/lib/sockpit.mjs), with the bench's limits raised. */
+function startSockpit(label, { dataDir, extraEnv = {} } = {}) {
+  return startServer(label, {
+    dataDir,
+    logDir,
+    env: { DEVICE_MAX_PER_IP: '20000', DEVICE_MAX_LINES_PER_S: '100000', ...SERVER_ENV, ...extraEnv },
+    nodeFlags: PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(runDir, 'profiles')}`] : [],
+  });
 }
 
 /** A read-only view of the SQLite file, to count what was stored. */
@@ -735,6 +716,7 @@ function report() {
 async function main() {
   log(`run dir ${runDir}${QUICK ? ' (quick)' : ''}`);
   if (!fs.existsSync(path.join(ROOT, 'dist/main.js'))) throw new Error('dist/main.js is missing: run `npm run bench` (it builds first) or `npm run build`');
+  await buildDeviceClient(); // for the device workers (bench/workers/devices.mjs)
   const scenarios = [
     ['ingest', ingestScenario],
     ['connections', connectionsScenario],

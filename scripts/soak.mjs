@@ -11,18 +11,18 @@
 // A run shorter than 10 minutes uses the CI sizes unless sizes are given.
 // Exit code 0 only when no reading was lost or stored twice, every reading was answered `stored`,
 // nothing reported an error, the server exited cleanly and its memory stayed flat.
-import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
-import { CookieJar, login, postForm, serverNodeFlags } from '../bench/lib/sockpit.mjs';
+// The bench's library: building, process control, provisioning, the cookie jar, /proc sampling.
+import { buildDeviceClient, DEVICE_CLIENT_JS, ensureBuilt } from '../bench/lib/build.mjs';
+import { procSample } from '../bench/lib/proc.mjs';
+import { CookieJar, login, logSummary, postForm, provision, startSockpit } from '../bench/lib/sockpit.mjs';
 
 const require = createRequire(import.meta.url);
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
@@ -61,96 +61,9 @@ function parseArgs(argv) {
   };
 }
 
-function newestMtime(dir) {
-  let newest = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-function rssOf(pid) {
-  try {
-    return Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
-  } catch {
-    return 0;
-  }
-}
+const rssOf = (pid) => (procSample(pid)?.rssKib ?? 0) * 1024;
 
 const mb = (b) => `${(b / 1024 / 1024).toFixed(1)} MB`;
-
-function startServer(env) {
-  const proc = spawn(process.execPath, [...serverNodeFlags(ROOT), path.join(ROOT, 'dist', 'main.js')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = { errors: [], warnings: 0 };
-  let stderr = '';
-  proc.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal, stderr })));
-  const ports = new Promise((resolve, reject) => {
-    let buf = '';
-    proc.stdout.on('data', (d) => {
-      buf += d;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        let j;
-        try {
-          j = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (j.level >= 50) log.errors.push(j.msg + (j.err?.message ? `: ${j.err.message}` : ''));
-        else if (j.level >= 40) log.warnings++;
-        if (j.msg === 'sockpit listening') resolve({ httpPort: j.httpPort, devicePort: j.devicePort });
-      }
-    });
-    exited.then(({ code }) => reject(new Error(`server exited during start-up (${code}): ${stderr.trim()}`)));
-  });
-  return { proc, log, exited, ports };
-}
-
-/**
- * Adds the devices through the project's own storage API (the one the CLI's `device add` uses),
- * before the server starts: adding 2,000 through the admin page would re-render its growing list
- * each time. The API is bundled on the fly with esbuild, next to node_modules so that its packages
- * resolve.
- */
-async function provisionDevices(env, n) {
-  const { build } = await import('esbuild');
-  const out = path.join(ROOT, 'node_modules', '.cache', 'sockpit-soak', `provision-${process.pid}.cjs`);
-  await build({
-    stdin: {
-      contents: ["export { addDevice } from './server/devices/admin';", "export { openStorage } from './server/storage';", "export { loadConfig } from './server/config';"].join('\n'),
-      resolveDir: ROOT,
-      loader: 'ts',
-      sourcefile: 'soak-provision.ts',
-    },
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
-    packages: 'external',
-    outfile: out,
-    logLevel: 'error',
-  });
-  try {
-    const { addDevice, openStorage, loadConfig } = require(out);
-    const storage = await openStorage(loadConfig({ ...process.env, ...env }));
-    try {
-      const devices = [];
-      for (let i = 0; i < n; i++) {
-        const id = `soak-${String(i).padStart(5, '0')}`;
-        devices.push({ id, token: (await addDevice(storage, id, `Soak ${i}`)).token });
-      }
-      return devices;
-    } finally {
-      await storage.close();
-    }
-  } finally {
-    fs.rmSync(out, { force: true });
-  }
-}
 
 /** Dashboards: logged-in Socket.IO clients on the fleet room, one device watched, history now and then. */
 async function startDashboards(base, cookies, deviceIds, stats) {
@@ -229,42 +142,33 @@ async function main() {
   const { duration, devices: nDevices, rate, dashboards: nDash, workers: nWorkers, databaseUrl } = opts;
   console.log(`soak: ${nDevices} devices × ${rate} readings/s, ${nDash} dashboards, ${duration} s, ${databaseUrl ? 'PostgreSQL' : 'SQLite'}`);
 
-  const entry = path.join(ROOT, 'dist', 'main.js');
-  if (!fs.existsSync(entry) || fs.statSync(entry).mtimeMs < newestMtime(path.join(ROOT, 'server'))) {
-    execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs')], { cwd: ROOT, stdio: 'ignore' });
-  }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-soak-'));
+  ensureBuilt();
+  await buildDeviceClient(); // for the device threads
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-soak-'));
+  const dataDir = path.join(runDir, 'data');
+  fs.mkdirSync(dataDir);
   const env = {
-    DATA_DIR: dataDir,
-    HOST: '127.0.0.1',
-    PORT: '0',
-    DEVICE_PORT: '0',
     LOG_LEVEL: 'info',
-    BCRYPT_ROUNDS: '4',
     DEVICE_MAX_PER_IP: String(nDevices + 100),
     LOGIN_MAX_ATTEMPTS: '1000',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
   };
-  const t0 = Date.now();
-  const devices = await provisionDevices(env, nDevices);
-  console.log(`soak: ${nDevices} devices added in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const server = startServer(env);
-  const cleanup = () => {
-    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
-    if (!opts.keep) fs.rmSync(dataDir, { recursive: true, force: true });
-  };
-  process.on('SIGINT', () => {
-    cleanup();
-    process.exit(130);
+  // Whatever happens (bench/lib/proc.mjs ends the server on exit), the run's files go unless --keep.
+  process.on('exit', () => {
+    if (!opts.keep) fs.rmSync(runDir, { recursive: true, force: true });
   });
+  const t0 = Date.now();
+  const { devices } = await provision({ DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', ...env }, { devices: { prefix: 'soak-', count: nDevices } }, runDir);
+  console.log(`soak: ${nDevices} devices added in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   const verdict = { errors: [], lost: 0, duplicates: 0, unanswered: 0 };
   let workers = [];
   let stopDashboards = () => {};
+  let server = null;
   try {
-    const { httpPort, devicePort } = await server.ports;
-    const base = `http://127.0.0.1:${httpPort}`;
-    const pid = server.proc.pid;
+    server = await startSockpit('sockpit-soak', { dataDir, logDir: runDir, env });
+    const { baseUrl: base, devicePort, pid } = server;
+    if (opts.keep) console.log(`soak: server log in ${server.logFile}`);
 
     // The owner account through the setup form, as a person would.
     const setup = await postForm(base, '/setup', '/setup', { username: 'owner', password: 'soak password', password2: 'soak password' }, new CookieJar());
@@ -306,7 +210,7 @@ async function main() {
     let lastLog = Date.now();
     while (Date.now() - runStart < duration * 1000) {
       await sleep(1000);
-      if (server.proc.exitCode !== null || server.proc.signalCode !== null) throw new Error('the server died');
+      if (server.child.exitCode !== null || server.child.signalCode !== null) throw new Error(`the server died: ${logSummary(server.logFile).errors.slice(-3).join('; ')}`);
       if (Date.now() - lastLog >= 30_000) {
         lastLog = Date.now();
         const s = samples.at(-1);
@@ -331,8 +235,9 @@ async function main() {
     const end = { rss: median(inWindow(duration * 1000 - windowMs, Infinity)) || samples.at(-1).rss };
     const peak = Math.max(...samples.map((s) => s.rss));
 
-    server.proc.kill('SIGTERM');
+    server.child.kill('SIGTERM');
     const exit = await server.exited;
+    const serverLog = logSummary(server.logFile);
     if (exit.code !== 0) verdict.errors.push(`server exited with ${exit.code ?? exit.signal}`);
 
     const sentBy = new Map();
@@ -353,7 +258,7 @@ async function main() {
       if (got.ids < n) verdict.lost += n - got.ids;
       verdict.duplicates += got.rows - got.ids;
     }
-    verdict.errors.push(...dash.errors, ...server.log.errors.map((e) => `server: ${e}`));
+    verdict.errors.push(...dash.errors, ...serverLog.errors.map((e) => `server: ${e}`));
 
     const growth = end.rss - afterRun.rss;
     const flat = growth < Math.max(64 * 1024 * 1024, afterRun.rss * 0.25);
@@ -374,7 +279,7 @@ async function main() {
       duplicates: verdict.duplicates,
       unanswered: verdict.unanswered,
       errors: verdict.errors.length,
-      serverWarnings: server.log.warnings,
+      serverWarnings: serverLog.warnings,
       dashboardEvents: dash.events,
       historyQueries: dash.history,
     };
@@ -392,86 +297,56 @@ async function main() {
   } finally {
     stopDashboards();
     for (const w of workers) await w.terminate();
-    cleanup();
+    if (server && server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Device worker: firmware-like devices. Each numbers its readings, keeps them until `stored`,
-// and resends the unanswered ones if it has to reconnect.
+// Device worker: firmware-like devices, each the project's device client (server/devices/client.ts):
+// readings numbered and kept until `stored`, the unanswered ones resent after a reconnect (with
+// backoff), pings when idle.
 
 async function deviceWorker({ port, devices, rate }) {
-  const encode = (m) => Buffer.from(JSON.stringify(m)).toString('base64') + '\n';
+  const { DeviceClient, tcpTransport } = require(DEVICE_CLIENT_JS);
   const errors = [];
   let stopping = false;
 
   class Device {
     constructor(id, token) {
       this.id = id;
-      this.token = token;
-      this.seq = 0;
-      this.pending = new Map();
       this.sent = 0;
       this.answered = 0;
-      this.socket = null;
-      this.ready = false;
-      this.buf = '';
-    }
-
-    connect() {
-      return new Promise((resolve) => {
-        const s = net.connect({ port, host: '127.0.0.1', noDelay: true });
-        this.socket = s;
-        s.setEncoding('latin1');
-        s.on('connect', () => s.write(encode({ type: 'hello', device: this.id, token: this.token, firmware: 'soak/1' })));
-        s.on('data', (d) => this.onData(d, resolve));
-        s.on('error', () => {});
-        s.on('close', () => {
-          const was = this.ready;
-          this.ready = false;
-          if (stopping) return;
-          errors.push(`${this.id}: connection closed${was ? '' : ' before welcome'}`);
-          // Reconnect like firmware, then resend what was not answered.
-          setTimeout(() => this.connect().then(() => this.resend()), 1000);
-        });
+      this.client = new DeviceClient({
+        id,
+        token,
+        firmware: 'soak/1',
+        transport: tcpTransport({ port }),
+        maxUnacked: Infinity, // every reading is accounted for at the end
+        handlers: {
+          stored: () => this.answered++,
+          serverError: (code, detail) => {
+            if (!(stopping && code === 'going_away')) errors.push(`${id}: error ${code}${detail ? ` (${detail})` : ''}`);
+          },
+          undecodable: () => errors.push(`${id}: unreadable line from the server`),
+          disconnected: ({ wasReady }) => {
+            if (!stopping) errors.push(`${id}: connection closed${wasReady ? '' : ' before welcome'}`);
+          },
+        },
       });
     }
 
-    onData(d, onWelcome) {
-      this.buf += d;
-      let nl;
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        let m;
-        try {
-          m = JSON.parse(Buffer.from(line, 'base64').toString());
-        } catch {
-          errors.push(`${this.id}: unreadable line from the server`);
-          continue;
-        }
-        if (m.type === 'stored') {
-          if (this.pending.delete(m.id)) this.answered++;
-        } else if (m.type === 'welcome') {
-          this.ready = true;
-          onWelcome();
-        } else if (m.type === 'error') {
-          if (!(stopping && m.error === 'going_away')) errors.push(`${this.id}: error ${m.error}${m.detail ? ` (${m.detail})` : ''}`);
-        }
-      }
+    connect() {
+      return this.client.start();
+    }
+
+    get pending() {
+      return this.client.unackedCount;
     }
 
     reading() {
-      if (!this.ready) return;
-      const id = `1-${++this.seq}`;
-      const msg = { type: 'telemetry', id, data: { seq: this.seq, t: Math.round(Math.random() * 1000) / 10 } };
-      this.pending.set(id, msg);
+      if (!this.client.ready) return;
       this.sent++;
-      this.socket.write(encode(msg));
-    }
-
-    resend() {
-      for (const msg of this.pending.values()) this.socket.write(encode(msg));
+      this.client.reading((seq) => ({ seq, t: Math.round(Math.random() * 1000) / 10 }));
     }
   }
 
@@ -500,14 +375,14 @@ async function deviceWorker({ port, devices, rate }) {
   await new Promise((resolve) => parentPort.on('message', (m) => m.type === 'stop' && resolve()));
   clearInterval(timer);
   const deadline = Date.now() + 60_000;
-  while (list.some((d) => d.pending.size > 0) && Date.now() < deadline) await sleep(100);
+  while (list.some((d) => d.pending > 0) && Date.now() < deadline) await sleep(100);
   stopping = true;
-  for (const d of list) d.socket.destroy();
+  for (const d of list) d.client.stop();
   parentPort.postMessage({
     type: 'report',
     sent: list.reduce((a, d) => a + d.sent, 0),
     answered: list.reduce((a, d) => a + d.answered, 0),
-    unanswered: list.reduce((a, d) => a + d.pending.size, 0),
+    unanswered: list.reduce((a, d) => a + d.pending, 0),
     sentBy: list.map((d) => [d.id, d.sent]),
     errors,
   });

@@ -1,16 +1,20 @@
-// Compiles the bench's TypeScript helper (provision.ts) with esbuild, like scripts/build.mjs
-// compiles the server: npm packages stay external, so it runs from the project's node_modules.
+// Bundles the TypeScript the bench and the soak run outside the server, with esbuild as
+// scripts/build.mjs bundles the server (npm packages stay external, so they resolve from the
+// project's node_modules): the provisioning helper (provision.ts) and the device client
+// (server/devices/client.ts) for the device workers. Also rebuilds dist/ when it is stale.
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '../..');
 
-export async function buildProvision() {
-  const outfile = path.join(ROOT, 'dist', 'bench-provision.js');
+async function bundle(entry, outName) {
+  const outfile = path.join(ROOT, 'dist', outName);
   await build({
-    entryPoints: [path.join(here, 'provision.ts')],
+    entryPoints: [entry],
     outfile,
     bundle: true,
     platform: 'node',
@@ -21,4 +25,33 @@ export async function buildProvision() {
     logLevel: 'warning',
   });
   return outfile;
+}
+
+/** dist/bench-provision.js: adds devices and users with the project's own functions. */
+export function buildProvision() {
+  return bundle(path.join(here, 'provision.ts'), 'bench-provision.js');
+}
+
+/** Where the device workers load the device client from (built by buildDeviceClient). */
+export const DEVICE_CLIENT_JS = path.join(ROOT, 'dist', 'device-client.js');
+
+/** dist/device-client.js: the one device client (server/devices/client.ts) for plain-node workers. */
+export function buildDeviceClient() {
+  return bundle(path.join(ROOT, 'server', 'devices', 'client.ts'), path.basename(DEVICE_CLIENT_JS));
+}
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/** Runs scripts/build.mjs when dist/main.js is missing or older than server/. */
+export function ensureBuilt() {
+  const entry = path.join(ROOT, 'dist', 'main.js');
+  if (fs.existsSync(entry) && fs.statSync(entry).mtimeMs >= newestMtime(path.join(ROOT, 'server'))) return;
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs')], { cwd: ROOT, stdio: 'ignore' });
 }

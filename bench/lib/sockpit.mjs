@@ -1,6 +1,11 @@
-// Talking to a sockpit server like a browser does: the login form with its CSRF token.
+// A sockpit server for the bench and the soak (scripts/soak.mjs): started as `npm start` starts it,
+// with devices and users provisioned by the project's own functions, and talked to like a browser
+// does (the login form with its CSRF token).
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { buildProvision, ROOT } from './build.mjs';
+import { freePort, startProcess, waitForPort } from './proc.mjs';
 
 /** Cookie jar of one browser-like client: keeps the latest value of each cookie. */
 export class CookieJar {
@@ -56,4 +61,73 @@ export async function login(baseUrl, username, password) {
 export function serverNodeFlags(root) {
   const start = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).scripts.start;
   return start.split(/\s+/).filter((a) => a.startsWith('--'));
+}
+
+/**
+ * Starts `node dist/main.js` with the flags of `npm start`, on loopback and free ports, its output
+ * in `<logDir>/<label>.log`. Resolves once both ports accept connections.
+ */
+export async function startSockpit(label, { dataDir, logDir, env = {}, nodeFlags = [] }) {
+  const port = await freePort();
+  const devicePort = await freePort();
+  const fullEnv = {
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    DEVICE_PORT: String(devicePort),
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    BCRYPT_ROUNDS: '4',
+    ...env,
+  };
+  const child = startProcess(label, process.execPath, [...serverNodeFlags(ROOT), ...nodeFlags, path.join(ROOT, 'dist', 'main.js')], { env: fullEnv, logDir, cwd: ROOT });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  await waitForPort(port, { child, timeoutMs: 30_000 });
+  await waitForPort(devicePort, { child });
+  return { child, pid: child.pid, port, devicePort, baseUrl: `http://127.0.0.1:${port}`, env: fullEnv, logFile: child.logFile, exited };
+}
+
+/** The server's log lines at level error (50) and above, and how many warnings (40). */
+export function logSummary(logFile) {
+  const out = { errors: [], warnings: 0 };
+  let text = '';
+  try {
+    text = fs.readFileSync(logFile, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let j;
+    try {
+      j = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (j.level >= 50) out.errors.push(j.msg + (j.err?.message ? `: ${j.err.message}` : ''));
+    else if (j.level >= 40) out.warnings++;
+  }
+  return out;
+}
+
+let provisionJs = null;
+let provisions = 0;
+
+/**
+ * Creates devices and users in the storage `env` names (DATA_DIR, DATABASE_URL) with the functions
+ * the CLI uses (provision.ts), in one process: 19,000 `sockpit device add` runs would take an hour.
+ * spec: { devices?: { prefix, from?, count }, users?: { prefix, count, password, role } };
+ * resolves with { devices: [{ id, token }], users: [{ username, password }] }.
+ */
+export async function provision(env, spec, workDir) {
+  provisionJs ??= await buildProvision();
+  const specFile = path.join(workDir, `provision-${process.pid}-${++provisions}.json`);
+  const outFile = `${specFile}.out`;
+  fs.writeFileSync(specFile, JSON.stringify(spec));
+  try {
+    execFileSync(process.execPath, [provisionJs, specFile, outFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
+    return JSON.parse(fs.readFileSync(outFile, 'utf8'));
+  } finally {
+    fs.rmSync(specFile, { force: true });
+    fs.rmSync(outFile, { force: true });
+  }
 }

@@ -1,11 +1,21 @@
-// Load generator: many devices in one process. Speaks SPEC §3 (sockpit and the bare relay) or
-// MQTT 3.1.1 QoS 0 (Mosquitto). Driven by bench/run.mjs over IPC (see serveWorker).
+// Load generator: many devices in one process. Against sockpit each device is the project's device
+// client (server/devices/client.ts, bundled to dist/device-client.js by bench/lib/build.mjs); the
+// bare relay gets a bare link of the same client (it answers nothing, not even a welcome);
+// Mosquitto gets MQTT 3.1.1 QoS 0. Driven by bench/run.mjs over IPC (see serveWorker).
+//
+// The hot loop stays as cheap as a hand-written client: readings are encoded here into one string
+// per device and tick and written as they are (writeRaw), and `stored` answers are counted on the
+// client's fast path without decoding the whole line.
 //
 // config: { target: 'sockpit'|'relay'|'mqtt', port, devices: [{id, token}], localAddresses, tag }
 import net from 'node:net';
+import { createRequire } from 'node:module';
+import { DEVICE_CLIENT_JS } from '../lib/build.mjs';
 import { connectPacket, publishPacket, PacketReader } from '../lib/mqtt.mjs';
 import { serveWorker, workerConfig, sleep } from '../lib/proc.mjs';
 import { nowMs } from '../lib/stats.mjs';
+
+const { DeviceClient, tcpTransport } = createRequire(import.meta.url)(DEVICE_CLIENT_JS);
 
 const cfg = workerConfig();
 const TICK_MS = 5;
@@ -17,21 +27,25 @@ const MAX_BUFFERED_MAX = 16 * 1024;
 // as firmware with a resend buffer behaves. Without it the kernel's socket buffers of 1,000
 // paused connections hold minutes of readings, and that backlog spills into the next steps.
 const MAX_UNACKED = 128;
+// Keepalive, as firmware does (docs/protocol.md: no line for 120 s closes the connection): while
+// the bench waits between steps (a drain can take minutes), a sockpit device that wrote nothing for
+// 30 s pings (the client does it). The relay and Mosquitto (keepalive 0 in CONNECT) close no idle
+// connection.
+const KEEPALIVE_MS = 30_000;
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
-const STORED_PREFIX = b64('{"type":"stored","id":"').slice(0, 28); // 21 bytes → 28 fixed chars
 
 const counters = { sent: 0, dropped: 0, stored: 0, commands: 0, closed: 0, errors: {} };
 const totals = { sent: 0, stored: 0 }; // never reset: for the end-of-run storage check
 const devices = cfg.devices.map((d, i) => ({
   ...d,
   i,
-  sock: null,
+  /** What the hot loop writes to: a DeviceClient, a client link, or an MQTT socket (writeRaw, bufferedBytes). */
+  out: null,
   ready: false,
   seq: 0,
   sentPhase: 0,
   unacked: 0,
-  lastWrite: 0,
   topic: `d/${d.id}/t`,
   localAddress: d.localAddress ?? (cfg.localAddresses?.length ? cfg.localAddresses[i % cfg.localAddresses.length] : undefined),
 }));
@@ -41,7 +55,7 @@ function message(dev) {
   return `{"type":"telemetry","id":"${cfg.tag}-${seq}","data":{"t":${nowMs().toFixed(3)},"seq":${seq},"temp":21.5,"hum":40.25}}`;
 }
 
-/** `n` readings of one device as one string for socket.write(…, 'latin1'). */
+/** `n` readings of one device as one string for writeRaw(…, 'latin1'). */
 function batch(dev, n) {
   let out = '';
   if (cfg.target === 'mqtt') for (let k = 0; k < n; k++) out += publishPacket(dev.topic, message(dev));
@@ -49,13 +63,96 @@ function batch(dev, n) {
   return out;
 }
 
-function lineFrom(text) {
-  if (text[0] === '{') return JSON.parse(text);
-  return JSON.parse(Buffer.from(text, 'base64').toString('utf8'));
+/** A sockpit device: the device client, welcomed; readings counted, commands acked. */
+function connectSockpit(dev, finish) {
+  let why = null;
+  const client = new DeviceClient({
+    id: dev.id,
+    token: dev.token,
+    firmware: 'bench',
+    transport: tcpTransport({ port: cfg.port, localAddress: dev.localAddress }),
+    reconnect: false,
+    maxUnacked: 0, // the bench writes its readings itself and only counts the answers
+    keepaliveMs: KEEPALIVE_MS,
+    handlers: {
+      stored: () => {
+        counters.stored++;
+        totals.stored++;
+        dev.unacked--;
+      },
+      command: () => {
+        counters.commands++;
+        return { ok: true, result: { relay: true } };
+      },
+      serverError: (code) => {
+        counters.errors[code] = (counters.errors[code] ?? 0) + 1;
+        if (!dev.ready) why = `error ${code}`;
+      },
+      disconnected: ({ wasReady }) => {
+        if (wasReady) counters.closed++;
+        dev.ready = false;
+      },
+    },
+  });
+  dev.out = client;
+  client.start().then(
+    () => {
+      dev.ready = true;
+      finish(true);
+    },
+    (err) => finish(false, why ?? err.code ?? (/closed/.test(err.message) ? 'closed' : err.message)),
+  );
+  return () => client.stop();
 }
 
-function sendLine(dev, obj) {
-  dev.sock.write(b64(JSON.stringify(obj)) + '\n', 'latin1');
+/** A device of the bare relay: a link of the device client that says hello and is ready at once. */
+function connectRelay(dev, finish) {
+  tcpTransport({ port: cfg.port, localAddress: dev.localAddress })
+    .open({
+      message() {},
+      close() {
+        if (dev.ready) counters.closed++;
+        dev.ready = false;
+        finish(false, 'closed');
+      },
+    })
+    .then(
+      (link) => {
+        dev.out = link;
+        dev.ready = true;
+        link.send({ type: 'hello', device: dev.id, token: dev.token ?? 'x' });
+        finish(true);
+      },
+      (err) => finish(false, err.code ?? err.message),
+    );
+  return () => dev.out?.close();
+}
+
+/** A Mosquitto client: CONNECT, ready at CONNACK. */
+function connectMqtt(dev, finish) {
+  const sock = net.connect({ host: '127.0.0.1', port: cfg.port, localAddress: dev.localAddress, noDelay: true });
+  dev.out = {
+    writeRaw: (data, encoding) => sock.write(data, encoding),
+    get bufferedBytes() {
+      return sock.writableLength;
+    },
+    close: () => sock.destroy(),
+  };
+  sock.on('error', (err) => finish(false, err.code ?? err.message));
+  sock.on('close', () => {
+    if (dev.ready) counters.closed++;
+    dev.ready = false;
+    finish(false, 'closed');
+  });
+  const reader = new PacketReader((type, _flags, body) => {
+    if (type !== 2) return;
+    if (body[1] !== 0) return finish(false, `connack ${body[1]}`);
+    dev.ready = true;
+    finish(true);
+  });
+  sock.on('data', (c) => reader.push(c));
+  sock.on('connect', () => sock.write(connectPacket(`${cfg.tag}-${dev.id}`), 'latin1'));
+  return () => sock.destroy();
 }
 
 /** Opens one device's connection; resolves once it is ready (welcome, CONNACK or just connected). */
@@ -63,82 +160,19 @@ function connectOne(dev) {
   return new Promise((resolve) => {
     const t0 = nowMs();
     let done = false;
+    let cancel = () => {};
     const finish = (ok, why) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       resolve({ ok, ms: nowMs() - t0, why });
     };
-    const timer = setTimeout(() => finish(false, 'timeout'), 30_000);
-    const sock = net.connect({ host: '127.0.0.1', port: cfg.port, localAddress: dev.localAddress, noDelay: true });
-    dev.sock = sock;
-    sock.on('error', (err) => finish(false, err.code ?? err.message));
-    sock.on('close', () => {
-      if (dev.ready) counters.closed++;
-      dev.ready = false;
-      finish(false, 'closed');
-    });
-    if (cfg.target === 'mqtt') {
-      const reader = new PacketReader((type, _flags, body) => {
-        if (type === 2) {
-          if (body[1] === 0) {
-            dev.ready = true;
-            finish(true);
-          } else finish(false, `connack ${body[1]}`);
-        }
-      });
-      sock.on('data', (c) => reader.push(c));
-      sock.on('connect', () => sock.write(connectPacket(`${cfg.tag}-${dev.id}`), 'latin1'));
-      return;
-    }
-    if (cfg.target === 'relay') {
-      sock.on('connect', () => {
-        dev.ready = true;
-        sendLine(dev, { type: 'hello', device: dev.id, token: dev.token ?? 'x' });
-        finish(true);
-      });
-      sock.on('data', () => {});
-      return;
-    }
-    // sockpit
-    let rest = '';
-    sock.on('connect', () => sendLine(dev, { type: 'hello', device: dev.id, token: dev.token, firmware: 'bench' }));
-    sock.on('data', (chunk) => {
-      const text = rest + chunk.toString('latin1');
-      let start = 0;
-      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
-        const line = text.slice(start, nl);
-        start = nl + 1;
-        if (line.startsWith(STORED_PREFIX)) {
-          counters.stored++;
-          totals.stored++;
-          dev.unacked--;
-          continue;
-        }
-        let m;
-        try {
-          m = lineFrom(line);
-        } catch {
-          continue;
-        }
-        if (m.type === 'welcome') {
-          dev.ready = true;
-          finish(true);
-        } else if (m.type === 'stored') {
-          counters.stored++;
-          totals.stored++;
-          dev.unacked--;
-        }
-        else if (m.type === 'fromservertonode') {
-          counters.commands++;
-          sendLine(dev, { type: 'ack', id: m.id, ok: true, result: { relay: true } });
-        } else if (m.type === 'error') {
-          counters.errors[m.error] = (counters.errors[m.error] ?? 0) + 1;
-          if (!dev.ready) finish(false, `error ${m.error}`);
-        }
-      }
-      rest = text.slice(start);
-    });
+    const timer = setTimeout(() => {
+      finish(false, 'timeout');
+      cancel();
+    }, 30_000);
+    const connect = cfg.target === 'mqtt' ? connectMqtt : cfg.target === 'relay' ? connectRelay : connectSockpit;
+    cancel = connect(dev, finish);
   });
 }
 
@@ -161,42 +195,26 @@ function tick() {
       const due = Math.floor((ratePerDev * (now - phaseStart)) / 1000) - dev.sentPhase;
       if (due <= 0) continue;
       dev.sentPhase += due;
-      if (dev.sock.writableLength > HIGH_WATER) {
+      if (dev.out.bufferedBytes > HIGH_WATER) {
         counters.dropped += due;
         continue;
       }
       const n = Math.min(due, 2000);
       counters.dropped += due - n;
-      dev.sock.write(batch(dev, n), 'latin1');
-      dev.lastWrite = now;
+      dev.out.writeRaw(batch(dev, n), 'latin1');
       dev.unacked += n;
       counters.sent += n;
       totals.sent += n;
     } else if (mode === 'max') {
-      if (dev.sock.writableLength > MAX_BUFFERED_MAX) continue;
+      if (dev.out.bufferedBytes > MAX_BUFFERED_MAX) continue;
       if (cfg.target === 'sockpit' && dev.unacked >= MAX_UNACKED) continue;
-      dev.sock.write(batch(dev, MAX_BATCH), 'latin1');
-      dev.lastWrite = now;
+      dev.out.writeRaw(batch(dev, MAX_BATCH), 'latin1');
       dev.unacked += MAX_BATCH;
       counters.sent += MAX_BATCH;
       totals.sent += MAX_BATCH;
     }
   }
 }
-
-// Keepalive, as firmware does (SPEC: no line for 120 s closes the connection): while the bench
-// waits between steps (a drain can take minutes), every sockpit device that wrote nothing for 30 s
-// sends a ping. The relay and Mosquitto (keepalive 0 in CONNECT) close no idle connection.
-const KEEPALIVE_MS = 30_000;
-setInterval(() => {
-  if (cfg.target !== 'sockpit') return;
-  const now = nowMs();
-  for (const dev of devices) {
-    if (!dev.ready || now - dev.lastWrite < KEEPALIVE_MS) continue;
-    dev.lastWrite = now;
-    sendLine(dev, { type: 'ping' });
-  }
-}, 5_000).unref();
 
 function setLoad({ rate = 0, max = false, count = null }) {
   active = count === null ? devices : devices.slice(0, count);
@@ -257,7 +275,7 @@ serveWorker({
   stats: ({ reset = false } = {}) => snapshot(reset),
   async close() {
     setLoad({});
-    for (const d of devices) d.sock?.destroy();
+    for (const d of devices) (d.out?.stop ?? d.out?.close)?.call(d.out);
     await sleep(50);
     return true;
   },

@@ -39,7 +39,7 @@ export class ReliableDevice {
       maxUnacked: Infinity,
       keepaliveMs: 0,
       handlers: {
-        stored: (id) => void this.stored.add(id),
+        stored: (id) => void this.stored.add(id!),
         message: (m) => this.inbox.push(m),
       },
     });
