@@ -24,11 +24,8 @@ export interface OperationDeps {
   log: Logger;
 }
 
-const TRANSPORTS = new Set(['tcp', 'websocket', 'mqtt']);
-
-/** A device view in the API's shape; `transport` is passed through when the view has it. */
+/** A device view in the API's shape: exactly the contract's fields, nothing a later view may add. */
 export function deviceOut(v: DeviceView): z.infer<typeof s.Device> {
-  const transport = (v as DeviceView & { transport?: unknown }).transport;
   return {
     id: v.id,
     name: v.name,
@@ -37,7 +34,7 @@ export function deviceOut(v: DeviceView): z.infer<typeof s.Device> {
     latest: v.latest,
     latestAt: v.latestAt,
     firmware: v.firmware,
-    transport: typeof transport === 'string' && TRANSPORTS.has(transport) ? (transport as 'tcp' | 'websocket' | 'mqtt') : null,
+    transport: v.transport ?? null,
   };
 }
 

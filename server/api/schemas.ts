@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import 'zod-openapi';
-import { ACTIONS } from '../commands/service';
+import { commandFields, commandViewSchema, deviceViewSchema, withParamsRule } from '../contract/schemas';
 import { ROLES } from '../storage';
 import { parseTime } from './time';
 
@@ -20,9 +20,6 @@ export const LIMITS = {
   /** Columns of a CSV export besides `time`. */
   csvMaxKeys: 1000,
 };
-
-const COMMAND_STATUSES = ['queued', 'sent', 'acked', 'failed', 'timeout', 'expired'] as const;
-const TRANSPORTS = ['tcp', 'websocket', 'mqtt'] as const;
 
 const unixMs = z.number().int().meta({ description: 'Unix time in milliseconds', example: 1714557600000 });
 const role = z.enum(ROLES as [typeof ROLES[number], ...typeof ROLES[number][]]).meta({ id: 'Role', description: 'viewer < operator < admin' });
@@ -96,23 +93,18 @@ export const CreateDeviceBody = z
   .strict()
   .meta({ id: 'CreateDevice' });
 
-const settingValue = z.union([z.string().max(256), z.number(), z.boolean()]);
-
-export const SendCommandBody = z
-  .object({
-    action: z.enum(ACTIONS, { error: `must be one of ${ACTIONS.join(', ')}` }).meta({ description: '`togglerele` switches the relay; `changesetting` sends `params`' }),
-    params: z
-      .record(z.string().min(1).max(64), settingValue)
-      .refine((p) => Object.keys(p).length <= 16, 'at most 16 settings')
-      .optional()
-      .meta({ description: 'Settings for `changesetting`: up to 16 keys, each a string (≤ 256), number or boolean', example: { interval_ms: 5000 } }),
-  })
-  .strict()
-  .refine((c) => c.action !== 'changesetting' || (c.params !== undefined && Object.keys(c.params).length > 0), {
-    message: 'changesetting needs params',
-    path: ['params'],
-  })
-  .meta({ id: 'SendCommand' });
+/** The command fields the dashboard sends too (server/contract/schemas.ts), with their documentation. */
+export const SendCommandBody = withParamsRule(
+  z
+    .object({
+      action: commandFields.action.meta({ description: '`togglerele` switches the relay; `changesetting` sends `params`' }),
+      params: commandFields.params.meta({
+        description: 'Settings for `changesetting`: up to 16 keys, each a string (≤ 256), number or boolean',
+        example: { interval_ms: 5000 },
+      }),
+    })
+    .strict(),
+).meta({ id: 'SendCommand' });
 
 export const CreateKeyBody = z
   .object({
@@ -134,18 +126,8 @@ export const Problem = z
   })
   .meta({ id: 'Problem', description: 'RFC 9457 problem document (application/problem+json)' });
 
-export const Device = z
-  .object({
-    id: z.string(),
-    name: z.string(),
-    online: z.boolean(),
-    lastSeen: unixMs.nullable(),
-    latest: z.record(z.string(), z.unknown()).nullable().meta({ description: 'The latest reading as the device sent it' }),
-    latestAt: unixMs.nullable(),
-    firmware: z.string().nullable(),
-    transport: z.enum(TRANSPORTS).nullable().meta({ description: 'How the device is connected now (null when offline or not known)' }),
-  })
-  .meta({ id: 'Device' });
+/** A device as the dashboard sees it (server/contract/schemas.ts). */
+export const Device = deviceViewSchema.meta({ id: 'Device', description: 'A device as the dashboard sees it; `transport` (tcp, websocket, mqtt) is null while it is offline' });
 
 export const DeviceList = z.object({ devices: z.array(Device) }).meta({ id: 'DeviceList' });
 
@@ -159,20 +141,8 @@ export const DeviceCreated = z
 
 export const DeviceToken = z.object({ id: z.string(), token: z.string().meta({ description: 'The new token, shown only this once' }) }).meta({ id: 'DeviceToken' });
 
-export const Command = z
-  .object({
-    id: z.string(),
-    deviceId: z.string(),
-    action: z.string(),
-    params: z.record(z.string(), z.unknown()).nullable(),
-    status: z.enum(COMMAND_STATUSES),
-    result: z.unknown().meta({ description: "The device's ack result, as it sent it" }),
-    error: z.string().nullable(),
-    createdAt: unixMs,
-    updatedAt: unixMs,
-    sentBy: z.string().nullable(),
-  })
-  .meta({ id: 'Command' });
+/** A command as the page shows it (server/contract/schemas.ts). */
+export const Command = commandViewSchema.meta({ id: 'Command', description: 'queued → sent → acked | failed | timeout | expired' });
 
 export const CommandList = z.object({ commands: z.array(Command) }).meta({ id: 'CommandList' });
 

@@ -25,7 +25,7 @@ describe('GET /api/v1/devices and /devices/{id}', () => {
       expect(r.status).toBe(200);
       const mine = (r.json.devices as any[]).find((d) => d.id === a.id);
       expect(mine).toMatchObject({ id: a.id, name: 'Greenhouse', online: true, latest: { temp: 21.5 }, firmware: 'test/1' });
-      expect(mine).toHaveProperty('transport');
+      expect(mine.transport).toBe('tcp');
       const one = await api(server, `/api/v1/devices/${encodeURIComponent(a.id)}`, { key });
       expect(one.status).toBe(200);
       expect(one.json).toEqual(mine);
