@@ -188,7 +188,7 @@ describe('no key in the logs', () => {
     const app = await createApp(config, { logger: pino({ level: 'trace' }, sink) });
     try {
       const { httpPort } = await app.listen();
-      const local = { baseUrl: `http://127.0.0.1:${httpPort}`, app } as unknown as TestServer;
+      const local = { baseUrl: `http://127.0.0.1:${httpPort}`, app, config, dataDir } as unknown as TestServer;
       const { key, id } = await keyFor(local, 'admin');
       const dev = await addDevice(local, 'logged');
       await api(local, '/api/v1/devices', { key });
