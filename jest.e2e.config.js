@@ -1,7 +1,9 @@
 /** Browser end-to-end suite: Debian's Chromium driven by playwright-core. */
+const { transform } = require('./jest.config');
+
 module.exports = {
   testEnvironment: 'node',
-  transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] },
+  ...transform,
   testMatch: ['<rootDir>/tests/e2e/**/*.test.ts'],
   testTimeout: 60000,
 };

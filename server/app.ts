@@ -16,7 +16,9 @@ import { DeviceCore } from './devices/core';
 import { Presence } from './devices/presence';
 import { DeviceRegistry } from './devices/registry';
 import { DEFAULT_LIMITS } from './devices/session';
+import { MqttStatus, MqttTransport } from './devices/transports/mqtt';
 import { TcpTransport } from './devices/transports/tcp';
+import { DEVICE_WS_PATH, WebSocketTransport } from './devices/transports/websocket';
 import { healthRoutes } from './health/routes';
 import { Lifecycle } from './lifecycle';
 import { createLogger } from './logger';
@@ -40,11 +42,21 @@ export interface App {
   readonly fabric: Fabric;
   readonly httpServer: http.Server;
   /** The device listeners. */
-  readonly transports: { readonly tcp: TcpTransport };
+  readonly transports: { readonly tcp: TcpTransport; readonly websocket: WebSocketTransport; readonly mqtt: MqttTransport | null };
   /** Starts the HTTP and device listeners; resolves with the ports actually bound. */
-  listen(): Promise<{ httpPort: number; devicePort: number }>;
+  listen(): Promise<Listening>;
   /** Stops accepting, says goodbye to devices and browsers, flushes telemetry and closes storage. */
   close(): Promise<void>;
+}
+
+/** Where the app listens once started. */
+export interface Listening {
+  httpPort: number;
+  devicePort: number;
+  /** The WebSocket path for devices on the HTTP port. */
+  wsPath: string;
+  /** The MQTT listener: its port, or why it is not running (`off`, or the port was taken). */
+  mqtt: MqttStatus;
 }
 
 /**
@@ -94,11 +106,23 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     'device core',
     new DeviceCore(
       { storage, writer, registry, presence, commands, broadcast, log },
-      { limits: { ...DEFAULT_LIMITS, maxLinesPerS: config.deviceMaxLinesPerS }, allowAnonymous: config.allowAnonymousDevices, maxPerIp: config.deviceMaxPerIp },
+      {
+        limits: { ...DEFAULT_LIMITS, maxLinesPerS: config.deviceMaxLinesPerS },
+        allowAnonymous: config.allowAnonymousDevices,
+        maxPerIp: config.deviceMaxPerIp,
+        maxConnections: config.deviceMaxConnections,
+      },
     ),
     (c) => c.close(),
   );
   const tcp = parts.add('tcp listener', new TcpTransport(core, log, { maxConnections: config.deviceMaxConnections }), (t) => t.close());
+  const websocket = parts.add('websocket listener', new WebSocketTransport(core, log, { trustProxy: config.trustProxy }), (w) => w.close());
+  websocket.attach(httpServer);
+  const mqtt =
+    config.mqttPort === null
+      ? null
+      : parts.add('mqtt listener', await MqttTransport.create(core, log, { maxConnections: config.deviceMaxConnections, drainTimeoutMs: DEFAULT_LIMITS.drainTimeoutMs }), (m) => m.close());
+  let mqttStatus: MqttStatus = { state: 'off' };
   const handlers = createHandlers({ storage, fabric, commands, broadcast });
   parts.add('realtime', registerRealtime(io, { config, storage, handlers, broadcast, sessionMiddleware, sessionStore, log }), (r) => r.close());
 
@@ -120,7 +144,7 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     log,
     throttle: cluster?.throttle ?? createLoginThrottle(config.loginMaxAttempts),
     sessionMiddleware,
-    health: healthRoutes({ storage, fabric, core, registry, writer, commands, broadcast, io: () => io }),
+    health: healthRoutes({ storage, fabric, core, registry, writer, commands, broadcast, io: () => io, mqtt: () => mqttStatus }),
     fabric,
     kickDevice: (id, detail) => (detail === 'device removed' ? core.removed(id) : core.tokenRotated(id)),
     endSession: (sid, reason) => endSession(io, sid, reason),
@@ -140,9 +164,19 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     writer,
     fabric,
     httpServer,
-    transports: { tcp },
+    transports: { tcp, websocket, mqtt },
     async listen() {
       const devicePort = await tcp.listen(config.devicePort, config.host);
+      if (mqtt && config.mqttPort !== null) {
+        try {
+          mqttStatus = { state: 'listening', port: await mqtt.listen(config.mqttPort, config.host) };
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+          // Often another broker (Mosquitto, Home Assistant's) already has it: run without MQTT.
+          mqttStatus = { state: 'port in use', port: config.mqttPort };
+          log.warn({ port: config.mqttPort }, `MQTT port ${config.mqttPort} is already in use (another broker?); running without MQTT. Set MQTT_PORT to another port, or MQTT_PORT=off`);
+        }
+      }
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
         httpServer.listen(config.port, config.host, () => {
@@ -157,8 +191,9 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
         httpServer.closeIdleConnections();
       });
       const httpPort = (httpServer.address() as AddressInfo).port;
-      log.info({ httpPort, devicePort, storage: storage.kind, cluster: fabric.kind }, 'sockpit listening');
-      return { httpPort, devicePort };
+      const mqttPort = mqttStatus.state === 'listening' ? mqttStatus.port : null;
+      log.info({ httpPort, devicePort, wsPath: DEVICE_WS_PATH, mqttPort, storage: storage.kind, cluster: fabric.kind }, 'sockpit listening');
+      return { httpPort, devicePort, wsPath: DEVICE_WS_PATH, mqtt: mqttStatus };
     },
     close: () => {
       log.info('shutting down');

@@ -6,6 +6,8 @@ export interface Config {
   port: number;
   host: string;
   devicePort: number;
+  /** The embedded MQTT listener's port; null when MQTT_PORT=off. */
+  mqttPort: number | null;
   dataDir: string;
   databaseUrl: string | null;
   redisUrl: string | null;
@@ -75,6 +77,15 @@ function port(env: Env, name: string, def: number): number {
   return int(env, name, def, 0, 65535);
 }
 
+/** A port, or null for `off`. */
+function optionalPort(env: Env, name: string, def: number | null): number | null {
+  const v = str(env, name);
+  if (v !== undefined && ['off', 'false', 'no', 'none', 'disabled'].includes(v.toLowerCase())) return null;
+  if (v === undefined) return def;
+  if (!/^\d+$/.test(v) || Number(v) > 65535) throw new ConfigError(name, `must be a port number (0-65535) or off, got "${v}"`);
+  return Number(v);
+}
+
 function bool(env: Env, name: string, def: boolean): boolean {
   const v = str(env, name);
   if (v === undefined) return def;
@@ -140,6 +151,7 @@ export function loadConfig(env: Env = process.env, opts: { stdoutIsTTY?: boolean
     port: port(env, 'PORT', 3000),
     host,
     devicePort: port(env, 'DEVICE_PORT', 7000),
+    mqttPort: optionalPort(env, 'MQTT_PORT', 1883),
     dataDir: path.resolve(str(env, 'DATA_DIR') ?? './data'),
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),

@@ -75,6 +75,12 @@ export function decodeLine(body: Buffer): Decoded {
   return { ok: true, encoding, message: value as Record<string, unknown> };
 }
 
+/** Encodes one message as text in the given encoding (a WebSocket text frame, an MQTT payload). */
+export function encodeText(message: object, encoding: Encoding): string {
+  const json = JSON.stringify(message);
+  return encoding === 'json' ? json : Buffer.from(json, 'utf8').toString('base64');
+}
+
 /** Encodes one message as a line in the given encoding, `\n` included. */
 export function encodeLine(message: object, encoding: Encoding): Buffer {
   const json = JSON.stringify(message);

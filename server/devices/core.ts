@@ -6,7 +6,7 @@ import type { TelemetryWriter } from '../telemetry/writer';
 import { GOING_AWAY, stored } from './outbound';
 import type { Presence } from './presence';
 import type { DeviceRegistry } from './registry';
-import { DeviceLink, DeviceSession, HandshakeIdentity, OnStored, SessionLimits, SessionServices, Transport, TRANSPORTS } from './session';
+import { DeviceLink, DeviceSession, HandshakeIdentity, Done, SessionLimits, SessionServices, Transport, TRANSPORTS } from './session';
 import { hashToken, tokenMatches } from './tokens';
 
 /** How often the devices connected here are checked against storage (rotated tokens, removed devices). */
@@ -30,6 +30,8 @@ export interface DeviceCoreOptions {
   allowAnonymous: boolean;
   /** Device connections allowed from one address, all transports together. */
   maxPerIp: number;
+  /** Device connections allowed in total, all transports together. */
+  maxConnections: number;
 }
 
 export interface DeviceCoreDeps {
@@ -91,7 +93,7 @@ export class DeviceCore implements SessionServices {
   /** False when this address already has its share of connections (the transport refuses it its own way). */
   canAdmit(remoteAddress: string): boolean {
     if (this.closing) return false;
-    if ((this.perIp.get(remoteAddress) ?? 0) < this.opts.maxPerIp) return true;
+    if ((this.perIp.get(remoteAddress) ?? 0) < this.opts.maxPerIp && this.sessions.size < this.opts.maxConnections) return true;
     this.counters.refused++;
     return false;
   }
@@ -192,11 +194,11 @@ export class DeviceCore implements SessionServices {
     }
   }
 
-  telemetry(session: DeviceSession, msgId: string | null, data: Record<string, unknown>, onStored?: OnStored): void {
+  telemetry(session: DeviceSession, msgId: string | null, data: Record<string, unknown>, done?: Done): void {
     const deviceId = session.deviceId!;
     const ts = Date.now();
     this.counters.lines++;
-    if (onStored) this.deps.writer.add({ deviceId, msgId, ts, data }, onStored);
+    if (done) this.deps.writer.add({ deviceId, msgId, ts, data }, done);
     else if (msgId === null) this.deps.writer.add({ deviceId, msgId, ts, data });
     else {
       this.deps.writer.add({ deviceId, msgId, ts, data }, (err) => {

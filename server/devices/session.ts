@@ -21,11 +21,16 @@ export interface DeviceLink {
   readonly stalledSince: number;
   /** Bytes written to the device and not yet taken by the network. */
   readonly bufferedOut: number;
+  /** The transport ends silent connections itself (MQTT's keepalive), so the session's idle timeout does not apply. */
+  readonly ownKeepalive?: boolean;
   /** Stops reading from the device until resume(). */
   pause(): void;
   resume(): void;
-  /** Closes once what was written has left (a device that never reads is cut after a grace period). */
-  end(): void;
+  /**
+   * Closes once what was written has left (a device that never reads is cut after a grace period).
+   * `reason`: the session's close reason (an error code, `idle`, …) for transports that can say it.
+   */
+  end(reason: string): void;
   /** Closes at once. */
   destroy(): void;
 }
@@ -58,8 +63,23 @@ const CREDIT_TTL_MS = 10_000;
 /** Messages held while the hello is being checked; past this the link stops reading. */
 const INBOX_PAUSE_AT = 16;
 
-/** Called when a reading the transport confirms itself (MQTT's PUBACK) is committed. */
-export type OnStored = (err: Error | null) => void;
+/**
+ * For transports that confirm each message themselves (MQTT's PUBACK): called once per message,
+ * with null when it was handled (a reading: once it is committed), or with the reason it was
+ * refused (the transport then closes the connection: it has no way to answer an error).
+ */
+export type Done = (err: Error | null) => void;
+
+/** A message a transport-confirmed session could not use. */
+export class RefusedMessage extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    detail: string,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = 'RefusedMessage';
+  }
+}
 
 /** What a session needs from the rest of the app; implemented by DeviceCore (core.ts). */
 export interface SessionServices {
@@ -71,7 +91,7 @@ export interface SessionServices {
   admitAnonymous(deviceId: string): Promise<string | null>;
   ready(session: DeviceSession, firmware: string | null): Promise<void>;
   closed(session: DeviceSession, reason: string): void;
-  telemetry(session: DeviceSession, msgId: string | null, data: Record<string, unknown>, onStored?: OnStored): void;
+  telemetry(session: DeviceSession, msgId: string | null, data: Record<string, unknown>, done?: Done): void;
   ack(session: DeviceSession, commandId: string, ok: boolean, result: unknown): void;
   /** True while telemetry storage cannot keep up; the session stops reading until resumed. */
   readonly saturated: boolean;
@@ -90,11 +110,17 @@ export interface HandshakeIdentity {
 type State = 'hello' | 'authenticating' | 'ready' | 'closed';
 
 /** One handler per device → server message type, once the device is known. */
-const HANDLERS: { [T in DeviceMessage['type']]: (s: DeviceSession, m: Extract<DeviceMessage, { type: T }>, onStored?: OnStored) => void } = {
-  hello: (s) => s.badMessage('protocol', 'already said hello'),
-  ping: (s) => s.send(PONG),
-  ack: (s, m) => s.services.ack(s, m.id, m.ok, m.result),
-  telemetry: (s, m, onStored) => s.services.telemetry(s, m.id, m.data, onStored),
+const HANDLERS: { [T in DeviceMessage['type']]: (s: DeviceSession, m: Extract<DeviceMessage, { type: T }>, done?: Done) => void } = {
+  hello: (s, _m, done) => s.reject('protocol', 'already said hello', done),
+  ping: (s, _m, done) => {
+    s.send(PONG);
+    done?.(null);
+  },
+  ack: (s, m, done) => {
+    s.services.ack(s, m.id, m.ok, m.result);
+    done?.(null);
+  },
+  telemetry: (s, m, done) => s.services.telemetry(s, m.id, m.data, done),
 };
 
 /**
@@ -110,7 +136,7 @@ export class DeviceSession {
   /** The token hash the device proved, to notice a rotated token or a removed device. */
   credential: string | null = null;
   private state: State = 'hello';
-  private inbox: { body: Buffer; onStored?: OnStored }[] = [];
+  private inbox: { body: Buffer; done?: Done }[] = [];
   private badLines = 0;
   private tokens: number;
   private lastRefill = Date.now();
@@ -196,7 +222,7 @@ export class DeviceSession {
     const { helloTimeoutMs, idleTimeoutMs, drainTimeoutMs } = this.services.limits;
     if (this.state === 'hello' && now - this.connectedAt > helloTimeoutMs) {
       this.error('protocol', 'no hello within 10 s', true);
-    } else if (this.pausedAt === 0 && now - this.lastSeenAt > idleTimeoutMs) {
+    } else if (this.pausedAt === 0 && !this.link.ownKeepalive && now - this.lastSeenAt > idleTimeoutMs) {
       // (While the server is not reading, the silence is not the device's.)
       this.services.log(this, 'info', 'no message for a long time; disconnected');
       this.end('idle');
@@ -211,7 +237,7 @@ export class DeviceSession {
     if (this.state === 'closed') return;
     this.closeReason = reason;
     this.state = 'closed';
-    this.link.end();
+    this.link.end(reason);
   }
 
   destroy(reason: string): void {
@@ -238,6 +264,7 @@ export class DeviceSession {
   linkClosed(): void {
     const reason = this.closeReason ?? 'connection closed by the device';
     this.state = 'closed';
+    for (const m of this.inbox) m.done?.(new RefusedMessage('protocol', 'connection closed'));
     this.inbox = [];
     this.later = [];
     this.services.closed(this, reason);
@@ -252,29 +279,57 @@ export class DeviceSession {
     await this.becomeReady(identity.deviceId, identity.firmware, null);
   }
 
-  /** One message from the device (a line, a text frame, an MQTT payload). */
-  receive(body: Buffer, onStored?: OnStored): void {
-    if (this.state === 'closed') return;
+  /**
+   * One message from the device (a line, a text frame, an MQTT payload). With `done` (a transport
+   * that confirms messages itself), `done` is called exactly once for it.
+   */
+  receive(body: Buffer, done?: Done, as?: 'ack'): void {
+    if (this.state === 'closed') return done?.(new RefusedMessage('protocol', 'connection closing'));
     this.lastSeenAt = Date.now();
     if (this.state === 'authenticating') {
-      this.inbox.push({ body, onStored });
+      this.inbox.push({ body, done });
       if (this.inbox.length === INBOX_PAUSE_AT) this.link.pause();
       return;
     }
-    if (!this.takeToken()) return;
+    if (!this.takeToken(done)) return;
     const decoded = decodeLine(body);
     this.encoding = decoded.encoding;
-    if (!decoded.ok) return this.badMessage(decoded.error, decoded.detail);
-    const parsed = parseDeviceMessage(decoded.message);
-    if (!parsed.ok) return this.badMessage('protocol', parsed.detail);
+    if (!decoded.ok) return this.reject(decoded.error, decoded.detail, done);
+    // An MQTT ack's topic says what it is; its payload need not.
+    if (as === 'ack') decoded.message.type = 'ack';
+    this.handleDecoded(decoded.message, done);
+  }
+
+  /** A frame the transport could not hand over as a message (a binary WebSocket frame): counted and answered like a bad line. */
+  receiveInvalid(code: ErrorCode, detail: string): void {
+    if (this.state === 'closed') return;
+    this.lastSeenAt = Date.now();
+    if (this.state === 'authenticating') return;
+    if (this.takeToken()) this.badMessage(code, detail);
+  }
+
+  private handleDecoded(message: Record<string, unknown>, done?: Done): void {
+    const parsed = parseDeviceMessage(message);
+    if (!parsed.ok) return this.reject('protocol', parsed.detail, done);
     this.badLines = 0;
-    if (this.state === 'hello') this.onFirstMessage(parsed.msg, decoded.message, onStored);
-    else this.handle(parsed.msg, onStored);
+    if (this.state === 'hello') this.onFirstMessage(parsed.msg, message, done);
+    else this.handle(parsed.msg, done);
     if (this.services.saturated && this.state === 'ready') {
       this.link.pause();
       if (this.pausedAt === 0) this.pausedAt = Date.now();
       this.services.pausedForStorage(this);
     }
+  }
+
+  /**
+   * A message that could not be used. Where the transport confirms messages (`done`) it is refused
+   * and the connection ends (MQTT has no error reply); otherwise it gets an error reply (badMessage).
+   */
+  reject(code: ErrorCode, detail: string, done?: Done): void {
+    if (!done) return this.badMessage(code, detail);
+    this.services.log(this, 'warn', `refused a message (${code}: ${detail}); disconnected`);
+    if (this.closeReason === null) this.closeReason = `${code}: ${detail}`;
+    done(new RefusedMessage(code, detail));
   }
 
   /** A message that could not be used: an error reply, and the connection closed if they keep coming. */
@@ -291,29 +346,31 @@ export class DeviceSession {
     this.error(code, detail);
   }
 
-  private handle(msg: DeviceMessage, onStored?: OnStored): void {
-    (HANDLERS[msg.type] as (s: DeviceSession, m: DeviceMessage, onStored?: OnStored) => void)(this, msg, onStored);
+  private handle(msg: DeviceMessage, done?: Done): void {
+    (HANDLERS[msg.type] as (s: DeviceSession, m: DeviceMessage, done?: Done) => void)(this, msg, done);
   }
 
-  private onFirstMessage(msg: DeviceMessage, raw: Record<string, unknown>, onStored?: OnStored): void {
+  private onFirstMessage(msg: DeviceMessage, raw: Record<string, unknown>, done?: Done): void {
     if (msg.type === 'hello') {
       this.authenticateThen(this.services.authenticate(msg.device, msg.token), msg.device, msg.firmware, null);
+      done?.(null);
       return;
     }
     if (!this.services.allowAnonymous) {
       this.error('unauthorized', 'the first message must be a hello', true);
+      done?.(new RefusedMessage('unauthorized', 'the first message must be a hello'));
       return;
     }
     const named = typeof raw.device === 'string' ? raw.device : msg.type !== 'telemetry' || raw.data === undefined ? raw.id : undefined;
     const id = typeof named === 'string' && ANON_ID_RE.test(named) ? named : `anon-${this.remoteAddress}`;
-    this.authenticateThen(this.services.admitAnonymous(id), id, null, { msg, onStored });
+    this.authenticateThen(this.services.admitAnonymous(id), id, null, { msg, done });
   }
 
   private authenticateThen(
     check: Promise<string | null>,
     deviceId: string,
     firmware: string | null,
-    first: { msg: DeviceMessage; onStored?: OnStored } | null,
+    first: { msg: DeviceMessage; done?: Done } | null,
   ): void {
     this.state = 'authenticating';
     check
@@ -322,6 +379,7 @@ export class DeviceSession {
         if (credential === null) {
           this.services.log(this, 'warn', `refused device "${deviceId}": unknown device or wrong token`);
           this.error('unauthorized', 'unknown device or wrong token', true);
+          first?.done?.(new RefusedMessage('unauthorized', 'unknown device or wrong token'));
           return;
         }
         this.credential = credential;
@@ -330,23 +388,24 @@ export class DeviceSession {
       .catch((err: Error) => {
         this.services.log(this, 'error', `could not check the device: ${err.message}`);
         this.error('unavailable', 'server could not check the token; try again', true);
+        first?.done?.(new RefusedMessage('unavailable', 'server could not check the token'));
       });
   }
 
-  private async becomeReady(deviceId: string, firmware: string | null, first: { msg: DeviceMessage; onStored?: OnStored } | null): Promise<void> {
+  private async becomeReady(deviceId: string, firmware: string | null, first: { msg: DeviceMessage; done?: Done } | null): Promise<void> {
     this.deviceId = deviceId;
     this.state = 'ready';
     this.send(welcome(deviceId));
     await this.services.ready(this, firmware);
-    if (first) this.handle(first.msg, first.onStored);
+    if (first) this.handle(first.msg, first.done);
     const queued = this.inbox;
     this.inbox = [];
-    for (const m of queued) this.receive(m.body, m.onStored);
+    for (const m of queued) this.receive(m.body, m.done);
     if (!this.services.saturated) this.link.resume();
   }
 
   /** Token bucket: maxLinesPerS sustained, the same again as a burst. */
-  private takeToken(): boolean {
+  private takeToken(done?: Done): boolean {
     const { maxLinesPerS } = this.services.limits;
     const now = Date.now();
     if (this.credit >= 1 && now < this.creditUntil) {
@@ -358,6 +417,10 @@ export class DeviceSession {
     if (this.tokens >= 1) {
       this.tokens -= 1;
       return true;
+    }
+    if (done) {
+      this.reject('rate_limited', `more than ${maxLinesPerS} messages per second`, done);
+      return false;
     }
     if (now - this.rateLimitedAt >= 1000) {
       this.rateLimitedAt = now;

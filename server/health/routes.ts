@@ -4,6 +4,7 @@ import type { Fabric } from '../cluster/fabric';
 import type { CommandService } from '../commands/service';
 import type { DeviceCore } from '../devices/core';
 import type { DeviceRegistry } from '../devices/registry';
+import type { MqttStatus } from '../devices/transports/mqtt';
 import type { Broadcaster, IO } from '../realtime/broadcast';
 import type { Storage } from '../storage';
 import type { TelemetryWriter } from '../telemetry/writer';
@@ -17,6 +18,8 @@ export interface HealthDeps {
   commands: CommandService;
   broadcast?: Broadcaster;
   io: () => IO;
+  /** The MQTT listener's state, for /readyz. */
+  mqtt?: () => MqttStatus;
 }
 
 /** A counter whose value is read from a running total kept by the component itself. */
@@ -87,10 +90,13 @@ export function healthRoutes(deps: HealthDeps): Router {
     const storage = await timeout(deps.storage.ping()).then(() => true, () => false);
     const redis = deps.fabric.kind === 'redis' ? await timeout(deps.fabric.healthy()).catch(() => false) : null;
     const ok = storage && !deps.writer.unhealthy && redis !== false;
+    const mqtt = deps.mqtt?.();
     res.status(ok ? 200 : 503).json({
       status: ok ? 'ready' : 'unavailable',
       storage: storage && !deps.writer.unhealthy ? 'ok' : 'unreachable',
       ...(redis === null ? {} : { redis: redis ? 'ok' : 'unreachable' }),
+      // Not part of readiness: without its port sockpit still serves every other transport.
+      ...(mqtt ? { mqtt: mqtt.state === 'listening' ? 'ok' : mqtt.state === 'off' ? 'off' : `off: port ${mqtt.port} is in use` } : {}),
     });
   });
   r.get('/metrics', async (_req, res) => {

@@ -57,6 +57,8 @@ export function createIO(http: HttpServer, config: Config, adapter?: ServerOptio
   return new Server(http, {
     serveClient: false,
     maxHttpBufferSize: MAX_EVENT_BYTES,
+    // Devices' WebSockets share the HTTP server; their transport answers upgrades that are not Socket.IO's.
+    destroyUpgrade: false,
     pingInterval: 20_000,
     ...(adapter ? { adapter } : {}),
     allowRequest: (req, cb) => {

@@ -6,7 +6,7 @@ import { App, createApp } from '../../server/app';
 import { addUser } from '../../server/auth/users';
 import { Config, loadConfig } from '../../server/config';
 import { addDevice as addDeviceToStorage } from '../../server/devices/admin';
-import type { Role } from '../../server/storage';
+import { openStorage, type Role, type Storage } from '../../server/storage';
 
 export type { ClientSocket };
 
@@ -15,6 +15,10 @@ export interface TestServer {
   config: Config;
   baseUrl: string;
   devicePort: number;
+  /** `ws://…/device`, where WebSocket devices connect. */
+  wsUrl: string;
+  /** The MQTT listener's port (tests get one of their own; the machine's broker has 1883). */
+  mqttPort: number;
   dataDir: string;
   close(): Promise<void>;
   /** Closes this server and starts a new one on the same data (and the same device port). */
@@ -43,6 +47,7 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     host: '127.0.0.1',
     port: 0,
     devicePort: 0,
+    mqttPort: 0,
     dataDir,
     databaseUrl: databaseOf.get(dataDir) ?? testDatabaseUrl(),
     logLevel: process.env.TEST_LOG_LEVEL ? (process.env.TEST_LOG_LEVEL as Config['logLevel']) : 'silent',
@@ -51,12 +56,15 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
   };
   databaseOf.set(dataDir, config.databaseUrl);
   const app = await createApp(config);
-  const { httpPort, devicePort } = await app.listen();
+  const { httpPort, devicePort, wsPath, mqtt } = await app.listen();
+  const mqttPort = mqtt.state === 'listening' ? mqtt.port : 0;
   const server: TestServer = {
     app,
     config,
     baseUrl: `http://127.0.0.1:${httpPort}`,
     devicePort,
+    wsUrl: `ws://127.0.0.1:${httpPort}${wsPath}`,
+    mqttPort,
     dataDir,
     async close() {
       open.delete(server);
@@ -64,7 +72,7 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     },
     async restart(more = {}) {
       await server.close();
-      return startServer({ ...overrides, dataDir, devicePort, ...more });
+      return startServer({ ...overrides, dataDir, devicePort, ...(mqttPort ? { mqttPort } : {}), ...more });
     },
   };
   open.add(server);
@@ -73,6 +81,46 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
 
 export async function closeAllServers(): Promise<void> {
   await Promise.all([...open].map((s) => s.close()));
+  const opened = [...storages.values()];
+  storages.clear();
+  await Promise.all(opened.map(async (s) => (await s).close()));
+}
+
+/** Storage opened by the tests, per data: one connection of their own beside the server's. */
+const storages = new Map<string, Promise<Storage>>();
+
+/**
+ * The server's data as a test reads and writes it: storage opened on the same data (its SQLite
+ * file, or its PostgreSQL database) through its own connection, not the server's object, as the
+ * CLI does. Methods return promises as Storage's do; the connection opens on first use and
+ * closes with closeAllServers().
+ */
+export function db(server: Pick<TestServer, 'config'>): Storage {
+  const { dataDir, databaseUrl } = server.config;
+  const key = `${databaseUrl ?? 'sqlite'} ${dataDir}`;
+  const storage = () => {
+    let s = storages.get(key);
+    if (!s) storages.set(key, (s = openStorage({ dataDir, databaseUrl })));
+    return s;
+  };
+  return new Proxy({} as Storage, {
+    get(_, name) {
+      if (name === 'kind') return databaseUrl ? 'postgres' : 'sqlite';
+      if (name === 'then' || typeof name !== 'string') return undefined; // not a promise itself
+      return async (...args: unknown[]) => {
+        const s = await storage();
+        return (s[name as keyof Storage] as (...a: unknown[]) => unknown).apply(s, args);
+      };
+    },
+  });
+}
+
+/** A value of the server's /metrics (the first sample of that name), as the monitoring would read it. */
+export async function metric(server: TestServer, name: string): Promise<number> {
+  const text = await (await fetch(server.baseUrl + '/metrics')).text();
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  if (!m) throw new Error(`no ${name} in /metrics`);
+  return Number(m[1]);
 }
 
 /** Cookie jar of one browser-like client: keeps the latest value of each cookie. */
@@ -125,7 +173,7 @@ export async function createUserAndLogin(
   server: TestServer,
   u: { username: string; password: string; role: Role } = { username: 'owner', password: 'correct horse', role: 'admin' },
 ): Promise<string> {
-  await addUser(server.app.storage, u.username, u.password, u.role, 4);
+  await addUser(db(server), u.username, u.password, u.role, 4);
   return login(server, u.username, u.password);
 }
 
@@ -174,6 +222,6 @@ export function nextEvent<T = any>(socket: ClientSocket, event: string, match: (
 }
 
 export async function addDevice(server: TestServer, id: string, name?: string): Promise<{ id: string; token: string }> {
-  const { token } = await addDeviceToStorage(server.app.storage, id, name);
+  const { token } = await addDeviceToStorage(db(server), id, name);
   return { id, token };
 }

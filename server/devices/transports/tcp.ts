@@ -76,7 +76,7 @@ export class TcpLink implements DeviceLink {
     if (!this.closing) this.socket.resume();
   }
 
-  end(): void {
+  end(_reason: string): void {
     if (this.closing) return;
     this.closing = true;
     this.socket.end();

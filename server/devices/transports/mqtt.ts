@@ -1,0 +1,279 @@
+import net from 'node:net';
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import type { Logger } from 'pino';
+import { Encoding, MAX_LINE_BYTES } from '../codec';
+import type { DeviceCore } from '../core';
+import { DEVICE_ID_RE } from '../messages';
+import type { CommandMessage, ServerMessage } from '../outbound';
+import type { DeviceLink, DeviceSession, Done } from '../session';
+import { listenOn } from './tcp';
+
+/** The topics of one device (docs/protocol.md, "MQTT"). */
+export const topics = {
+  telemetry: (id: string) => `sockpit/${id}/telemetry`,
+  ack: (id: string) => `sockpit/${id}/ack`,
+  commands: (id: string) => `sockpit/${id}/commands`,
+};
+
+/** The MQTT listener: its port, or why it is not running (`off`, or the port was taken). */
+export type MqttStatus = { state: 'listening'; port: number } | { state: 'off' } | { state: 'port in use'; port: number };
+
+/** aedes's clients can stop and resume reading (it does so itself while authenticating). */
+type PausableClient = Client & { pause(): void; resume(): void };
+
+/** Room for the topic and packet ids around a 16 KiB payload. */
+const MAX_PACKET_BYTES = MAX_LINE_BYTES + 1024;
+/** Bytes a device may leave unread before it counts as not reading. */
+const STALL_BYTES = 16 * 1024;
+/** Commands held for a device that has not subscribed to its commands topic yet. */
+const MAX_HELD_COMMANDS = 64;
+/** How long a device has to send CONNECT (docs/protocol.md). */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * Reads along with aedes (which parses only whole packets, of any size) and says when a packet
+ * announces more than `max` bytes, so the connection is cut before the packet is buffered.
+ */
+export class PacketSizeGuard {
+  private state: 'header' | 'length' | 'body' = 'header';
+  private length = 0;
+  private multiplier = 1;
+  private lengthBytes = 0;
+  private remaining = 0;
+
+  constructor(private readonly max: number) {}
+
+  /** False once a packet is too large (or its length is malformed). */
+  scan(chunk: Buffer): boolean {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.state === 'header') {
+        i++;
+        this.state = 'length';
+        this.length = 0;
+        this.multiplier = 1;
+        this.lengthBytes = 0;
+      } else if (this.state === 'length') {
+        const b = chunk[i++]!;
+        this.length += (b & 0x7f) * this.multiplier;
+        this.multiplier *= 128;
+        if (++this.lengthBytes > 4) return false;
+        if (b & 0x80) continue;
+        if (this.length > this.max) return false;
+        this.remaining = this.length;
+        this.state = this.remaining > 0 ? 'body' : 'header';
+      } else {
+        const take = Math.min(this.remaining, chunk.length - i);
+        i += take;
+        this.remaining -= take;
+        if (this.remaining === 0) this.state = 'header';
+      }
+    }
+    return true;
+  }
+}
+
+/** One device's MQTT client: commands out as PUBLISH to its commands topic; the other replies have no MQTT form. */
+class MqttLink implements DeviceLink {
+  readonly transport = 'mqtt' as const;
+  readonly ownKeepalive = true;
+  session: DeviceSession | null = null;
+  private subscribed = false;
+  private held: CommandMessage[] = [];
+  private stalledAt = 0;
+
+  constructor(
+    readonly client: Client,
+    readonly remoteAddress: string,
+    readonly deviceId: string,
+  ) {}
+
+  get bufferedOut(): number {
+    return (this.client.conn as net.Socket).writableLength ?? 0;
+  }
+
+  get stalledSince(): number {
+    if (this.bufferedOut <= STALL_BYTES) this.stalledAt = 0;
+    else if (this.stalledAt === 0) this.stalledAt = Date.now();
+    return this.stalledAt;
+  }
+
+  send(message: ServerMessage, _encoding: Encoding): 'ok' | 'closed' | 'overflow' {
+    if (this.client.closed) return 'closed';
+    // welcome is the CONNACK, stored the PUBACK, pong the PINGRESP; errors end up in the device's
+    // log and, when they close the connection, as its reason.
+    if (message.type !== 'fromservertonode') return 'ok';
+    if (this.subscribed) this.publish(message);
+    else if (this.held.length < MAX_HELD_COMMANDS) this.held.push(message);
+    return 'ok';
+  }
+
+  sendBatch(messages: ServerMessage[], encoding: Encoding): void {
+    for (const m of messages) this.send(m, encoding);
+  }
+
+  /** The device subscribed to its commands topic: what waited for it goes out now. */
+  onSubscribed(): void {
+    if (this.subscribed) return;
+    this.subscribed = true;
+    const held = this.held;
+    this.held = [];
+    for (const m of held) this.publish(m);
+  }
+
+  pause(): void {
+    (this.client as PausableClient).pause();
+  }
+
+  resume(): void {
+    if (!this.client.closed) (this.client as PausableClient).resume();
+  }
+
+  end(_reason: string): void {
+    this.client.close();
+  }
+
+  destroy(): void {
+    this.client.close();
+  }
+
+  private publish(message: CommandMessage): void {
+    this.client.publish(
+      { cmd: 'publish', topic: topics.commands(this.deviceId), payload: Buffer.from(JSON.stringify(message)), qos: 1, retain: false, dup: false },
+      () => {},
+    );
+  }
+}
+
+export interface MqttTransportOptions {
+  /** Device connections allowed in total on this listener. */
+  maxConnections: number;
+  /** How long a device may leave its receive window full before it is dropped. */
+  drainTimeoutMs: number;
+}
+
+type Identity = { deviceId: string; credential: string };
+
+/**
+ * The embedded MQTT listener (docs/protocol.md, "MQTT"), on aedes: CONNECT with the device id and
+ * token, each device on its own topics only, QoS 1 telemetry PUBACKed once committed, commands
+ * published to the device's commands topic once it subscribes. It only frames; the core does the rest.
+ */
+export class MqttTransport {
+  readonly server: net.Server;
+  private readonly identities = new WeakMap<Client, Identity>();
+  private readonly links = new WeakMap<Client, MqttLink>();
+
+  private constructor(
+    private readonly core: DeviceCore,
+    private readonly log: Logger,
+    private readonly broker: Aedes,
+    opts: MqttTransportOptions,
+  ) {
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.maxConnections = opts.maxConnections;
+    this.server.on('error', (err) => this.log.error({ err }, 'mqtt listener error'));
+    broker.on('client', (client) => this.opened(client));
+    broker.on('subscribe', (subs, client) => {
+      const link = this.links.get(client);
+      if (link && subs.some((s) => s.topic === topics.commands(link.deviceId))) link.onSubscribed();
+    });
+    broker.on('ping', (_packet, client) => this.links.get(client)?.session?.alive());
+    broker.on('clientError', (client, err) => this.log.debug({ err, device: this.links.get(client)?.deviceId }, 'mqtt client error'));
+  }
+
+  static async create(core: DeviceCore, log: Logger, opts: MqttTransportOptions): Promise<MqttTransport> {
+    const mlog = log.child({ component: 'mqtt' });
+    let transport: MqttTransport | null = null;
+    const broker = await Aedes.createBroker({
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      drainTimeout: opts.drainTimeoutMs,
+      preConnect: (client, _packet, cb) => {
+        const ip = remoteOf(client);
+        if (core.canAdmit(ip)) cb(null, true);
+        else cb(new Error('too many connections from this address'), false);
+      },
+      authenticate: (client, username, password, cb) => void transport!.authenticate(client, username, password, cb),
+      authorizePublish: (client, packet, cb) => transport!.authorizePublish(client, packet.topic, packet.payload, cb),
+      authorizeSubscribe: (client, sub, cb) => {
+        const link = transport!.links.get(client);
+        if (link && sub.topic === topics.commands(link.deviceId)) cb(null, { ...sub, qos: Math.min(sub.qos, 1) as 0 | 1 });
+        else cb(null, null);
+      },
+    });
+    transport = new MqttTransport(core, mlog, broker, opts);
+    return transport;
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return listenOn(this.server, port, host);
+  }
+
+  /** Stops accepting and ends the broker (MQTT 3.1.1 has no goodbye for a server to send). */
+  async close(): Promise<void> {
+    this.server.close();
+    await new Promise<void>((resolve) => this.broker.close(() => resolve()));
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.on('error', () => {});
+    const client = this.broker.handle(socket);
+    // Watches what aedes reads (a 'data' listener beside aedes's 'readable' one does not change how it reads).
+    const guard = new PacketSizeGuard(MAX_PACKET_BYTES);
+    socket.on('data', (chunk: Buffer) => {
+      if (guard.scan(chunk)) return;
+      const link = this.links.get(client);
+      if (link?.session) this.core.log(link.session, 'warn', `an MQTT packet over ${MAX_LINE_BYTES} bytes; disconnected`);
+      socket.destroy();
+    });
+  }
+
+  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined, cb: (err: AuthenticateError | null, ok: boolean | null) => void): Promise<void> {
+    const refuse = (code: 2 | 3 | 4 | 5, text: string) => cb(Object.assign(new Error(text), { returnCode: code }) as AuthenticateError, false);
+    const token = password && password.length > 0 ? password.toString('utf8') : null;
+    let deviceId: string | undefined;
+    if (token !== null) deviceId = username;
+    else if (this.core.allowAnonymous) deviceId = username || client.id;
+    else return refuse(5, 'not authorized');
+    // The id names the device's topics, so it must be a valid topic level.
+    if (!deviceId || !DEVICE_ID_RE.test(deviceId)) return token === null ? refuse(2, 'identifier rejected') : refuse(5, 'not authorized');
+    const check = await this.core.checkHandshake(deviceId, token);
+    if (!check.ok) return check.code === 'unavailable' ? refuse(3, 'server unavailable') : refuse(5, 'not authorized');
+    this.identities.set(client, { deviceId, credential: check.credential });
+    cb(null, true);
+  }
+
+  /** A client passed CONNECT: its session, ready at once. */
+  private opened(client: Client): void {
+    const identity = this.identities.get(client);
+    if (!identity) return;
+    const link = new MqttLink(client, remoteOf(client), identity.deviceId);
+    this.links.set(client, link);
+    const session = this.core.open(link);
+    link.session = session;
+    client.conn.once('close', () => session.linkClosed());
+    void session.openAs({ deviceId: identity.deviceId, firmware: null }, identity.credential);
+  }
+
+  /** Every PUBLISH: only a device's own topics, and the answer (PUBACK) once the core is done with it. */
+  private authorizePublish(client: Client | null, topic: string, payload: Buffer | string, cb: (err?: Error | null) => void): void {
+    const link = client ? this.links.get(client) : undefined;
+    const session = link?.session;
+    if (!link || !session) return cb(new Error('not connected'));
+    const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    const done: Done = (err) => cb(err);
+    if (body.length > MAX_LINE_BYTES) {
+      session.reject('line_too_long', `messages are limited to ${MAX_LINE_BYTES} bytes`, done);
+    } else if (topic === topics.telemetry(link.deviceId)) {
+      session.receive(body, done);
+    } else if (topic === topics.ack(link.deviceId)) {
+      session.receive(body, done, 'ack');
+    } else {
+      session.reject('protocol', `publishing to "${topic.slice(0, 100)}" is not allowed; use ${topics.telemetry(link.deviceId)} or ${topics.ack(link.deviceId)}`, done);
+    }
+  }
+}
+
+function remoteOf(client: Client): string {
+  return ((client.conn as net.Socket).remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
+}

@@ -1,0 +1,203 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { WebSocket, WebSocketServer } from 'ws';
+import { encodeText, Encoding, MAX_LINE_BYTES } from '../codec';
+import type { DeviceCore } from '../core';
+import { ANON_ID_RE, DEVICE_ID_RE } from '../messages';
+import type { ServerMessage } from '../outbound';
+import type { DeviceLink, DeviceSession } from '../session';
+
+/** Where devices open their WebSocket, on the HTTP port (docs/protocol.md, "WebSocket"). */
+export const DEVICE_WS_PATH = '/device';
+
+/** Bytes a device may leave unread before it counts as not reading (as a TCP socket's buffer). */
+const STALL_BYTES = 16 * 1024;
+/** How long a connection the server ended may take to finish the closing handshake. */
+const END_GRACE_MS = 2000;
+/** Most of a handshake's `firmware` query parameter that is kept. */
+const FIRMWARE_MAX = 64;
+
+/** Close codes (RFC 6455) for the reasons a session ends. */
+function closeCode(reason: string): number {
+  if (reason === 'going_away') return 1001;
+  if (reason === 'line_too_long') return 1009;
+  if (reason === 'idle') return 1000;
+  return 1008;
+}
+
+/** One device's WebSocket: a message per text frame, replies in the device's encoding. */
+class WebSocketLink implements DeviceLink {
+  readonly transport = 'websocket' as const;
+  private stalledAt = 0;
+  private session: DeviceSession | null = null;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly remoteAddress: string,
+    private readonly maxOutQueueBytes: number,
+  ) {}
+
+  attach(session: DeviceSession): void {
+    this.session = session;
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) session.receiveInvalid('protocol', 'binary frames are not accepted; send the message as text');
+      else session.receive(Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data));
+    });
+    this.ws.on('pong', () => session.alive());
+    this.ws.on('close', () => session.linkClosed());
+  }
+
+  get bufferedOut(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  /** Since when the device has left more than a socket's worth unread (checked once a second by the session). */
+  get stalledSince(): number {
+    if (this.ws.bufferedAmount <= STALL_BYTES) this.stalledAt = 0;
+    else if (this.stalledAt === 0) this.stalledAt = Date.now();
+    return this.stalledAt;
+  }
+
+  send(message: ServerMessage, encoding: Encoding): 'ok' | 'closed' | 'overflow' {
+    if (this.ws.readyState !== WebSocket.OPEN) return 'closed';
+    const text = encodeText(message, encoding);
+    if (this.ws.bufferedAmount + text.length > STALL_BYTES + this.maxOutQueueBytes) return 'overflow';
+    this.ws.send(text);
+    return 'ok';
+  }
+
+  sendBatch(messages: ServerMessage[], encoding: Encoding): void {
+    for (const m of messages) if (this.send(m, encoding) !== 'ok') break;
+  }
+
+  pause(): void {
+    this.ws.pause();
+  }
+
+  resume(): void {
+    this.ws.resume();
+  }
+
+  end(reason: string): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.close(closeCode(reason), reason.slice(0, 120));
+    setTimeout(() => this.ws.terminate(), END_GRACE_MS).unref();
+  }
+
+  destroy(): void {
+    this.ws.terminate();
+  }
+}
+
+export interface WebSocketTransportOptions {
+  /** Behind a reverse proxy: the device's address is the first of X-Forwarded-For. */
+  trustProxy: boolean;
+  /** WebSocket-level pings, as signs of life of a device that only listens. */
+  pingIntervalMs?: number;
+}
+
+/**
+ * WebSocket devices at `/device` on the HTTP server, beside Socket.IO (docs/protocol.md): the
+ * handshake may name and authenticate the device (`?device=`, `Authorization: Bearer` or
+ * `?token=`); otherwise the first message is the hello, as on TCP. It only frames; the core does
+ * the rest.
+ */
+export class WebSocketTransport {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_LINE_BYTES, perMessageDeflate: false, clientTracking: true });
+  private readonly servers: HttpServer[] = [];
+  private readonly pinger: NodeJS.Timeout;
+  private closed = false;
+  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head);
+
+  constructor(
+    private readonly core: DeviceCore,
+    private readonly log: Logger,
+    private readonly opts: WebSocketTransportOptions,
+  ) {
+    this.pinger = setInterval(() => {
+      for (const ws of this.wss.clients) if (ws.readyState === WebSocket.OPEN) ws.ping();
+    }, opts.pingIntervalMs ?? 30_000);
+    this.pinger.unref();
+  }
+
+  /** Serves devices on this HTTP(S) server's upgrades to DEVICE_WS_PATH. */
+  attach(server: HttpServer): void {
+    server.on('upgrade', this.onUpgrade);
+    this.servers.push(server);
+  }
+
+  /** Stops accepting; the core says goodbye to the connections. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.pinger);
+    for (const s of this.servers) s.off('upgrade', this.onUpgrade);
+  }
+
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://device');
+    } catch {
+      return refuse(socket, 400, 'Bad request');
+    }
+    // Socket.IO's own upgrades go to engine.io; anything else that is not ours is refused.
+    if (url.pathname.startsWith('/socket.io/')) return;
+    if (url.pathname !== DEVICE_WS_PATH) return refuse(socket, 404, 'Not found');
+    socket.on('error', () => {});
+    const ip = this.remoteAddress(req);
+    if (this.closed) return refuse(socket, 503, 'Server is shutting down');
+    if (!this.core.canAdmit(ip)) return refuse(socket, 429, 'Too many connections from this address');
+
+    const q = url.searchParams;
+    const deviceParam = q.get('device');
+    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+    const token = bearer ?? q.get('token');
+    const firmware = q.get('firmware')?.slice(0, FIRMWARE_MAX) ?? null;
+
+    let identity: { deviceId: string; credential: string } | null = null;
+    if (token) {
+      if (deviceParam === null || !DEVICE_ID_RE.test(deviceParam)) return refuse(socket, 400, 'A token needs ?device=ID (1-64 of A-Z a-z 0-9 _ . : -)');
+      const check = await this.core.checkHandshake(deviceParam, token);
+      if (!check.ok) {
+        return check.code === 'unauthorized' ? refuse(socket, 401, 'Unknown device or wrong token') : refuse(socket, 503, 'The server could not check the token; try again');
+      }
+      identity = { deviceId: deviceParam, credential: check.credential };
+    } else if (this.core.allowAnonymous) {
+      const id = deviceParam !== null && ANON_ID_RE.test(deviceParam) ? deviceParam : `anon-${ip}`;
+      const check = await this.core.checkHandshake(id, null);
+      if (!check.ok) return refuse(socket, check.code === 'unavailable' ? 503 : 401, 'The device could not be admitted');
+      identity = { deviceId: id, credential: check.credential };
+    }
+    if (socket.destroyed) return;
+
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const link = new WebSocketLink(ws, ip, this.core.limits.maxOutQueueBytes);
+      ws.on('error', (err) => this.log.debug({ err, remote: ip }, 'device websocket error'));
+      if (identity) {
+        const session = this.core.open(link);
+        link.attach(session);
+        void session.openAs({ deviceId: identity.deviceId, firmware }, identity.credential);
+      } else {
+        link.attach(this.core.open(link));
+      }
+    });
+  }
+
+  private remoteAddress(req: IncomingMessage): string {
+    if (this.opts.trustProxy) {
+      const forwarded = req.headers['x-forwarded-for'];
+      const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+      if (first) return first.replace(/^::ffff:/, '');
+    }
+    return (req.socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
+  }
+}
+
+/** Answers an upgrade with a plain HTTP error and closes. */
+function refuse(socket: Duplex, status: number, text: string): void {
+  if (socket.destroyed) return;
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' }[status] ?? 'Error';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
