@@ -8,18 +8,7 @@
  * - tests/cluster/*.test.ts: several instances on Redis and PostgreSQL; they run in the postgres
  *   project and skip themselves unless TEST_REDIS_URL is set too.
  */
-/**
- * aedes (the MQTT broker) ships as an ES module. Node 20 loads it with require(); Jest on Node 20
- * cannot, so Jest compiles it to CommonJS like our own sources. Shared with jest.e2e.config.js.
- */
-const ESM_PACKAGES = ['aedes'];
-const transform = {
-  transform: {
-    '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }],
-    [`/node_modules/(${ESM_PACKAGES.join('|')})/.+\\.js$`]: ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }],
-  },
-  transformIgnorePatterns: [`/node_modules/(?!(${ESM_PACKAGES.join('|')})/)`],
-};
+const transform = require('./jest.transform');
 
 const shared = {
   testEnvironment: 'node',
@@ -54,7 +43,6 @@ if (process.env.TEST_DATABASE_URL) {
 }
 
 module.exports = {
-  transform,
   projects,
   testTimeout: 30000,
   maxWorkers: 2,

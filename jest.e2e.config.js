@@ -1,5 +1,5 @@
 /** Browser end-to-end suite: Debian's Chromium driven by playwright-core. */
-const { transform } = require('./jest.config');
+const transform = require('./jest.transform');
 
 module.exports = {
   testEnvironment: 'node',

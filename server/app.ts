@@ -133,9 +133,9 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     commands,
     sessionMiddleware,
     loadUser: loadUser(storage, config),
-    kickDevice: (id, detail) => (detail === 'device removed' ? core.removed(id) : core.tokenRotated(id)),
+    devices: core,
     log: log.child({ component: 'api' }),
-    // Multi-instance mode: pass makeLimiter building RateLimiterRedis, as the login throttle does.
+    makeLimiter: cluster?.limiter,
   });
 
   mountWeb(web, {
@@ -146,7 +146,7 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     sessionMiddleware,
     health: healthRoutes({ storage, fabric, core, registry, writer, commands, broadcast, io: () => io, mqtt: () => mqttStatus }),
     fabric,
-    kickDevice: (id, detail) => (detail === 'device removed' ? core.removed(id) : core.tokenRotated(id)),
+    devices: core,
     endSession: (sid, reason) => endSession(io, sid, reason),
     api,
   });

@@ -13,7 +13,7 @@ export function createLogger(config: LoggerConfig, destination?: pino.Destinatio
   const options: pino.LoggerOptions = {
     level: config.logLevel,
     base: { app: 'sockpit' },
-    redact: { paths: ['token', 'password', '*.token', '*.password', 'req.headers.cookie'], censor: '[redacted]' },
+    redact: { paths: ['token', 'password', 'key', 'authorization', '*.token', '*.password', '*.key', '*.authorization', 'req.headers.cookie', 'req.headers.authorization'], censor: '[redacted]' },
   };
   if (config.logFormat !== 'pretty') return pino(options, destination);
   // Synchronous, in this thread: a person reading a terminal does not need a worker, and the last

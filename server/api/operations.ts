@@ -7,6 +7,7 @@ import { addDevice, InputError, removeDevice, rotateDeviceToken } from '../devic
 import { commandView } from '../commands/view';
 import type { DeviceView } from '../contract/schemas';
 import type { Command as StoredCommand, Storage } from '../storage';
+import type { LiveDevices } from '../devices/core';
 import { fleetViews } from '../devices/views';
 import { createApiKey, revokeApiKey, RoleTooHighError, visibleKeys } from './keys';
 import { operation, Operation } from './operation';
@@ -20,7 +21,8 @@ export interface OperationDeps {
   /** The dashboard's command service: a command sent here shows live on the page. */
   commands: Pick<CommandService, 'send' | 'onChanged'>;
   /** Disconnects a device whose token was rotated or which was removed. */
-  kickDevice: (id: string, detail: string) => void;
+  /** Closes the connection of a device whose token was rotated or which was removed. */
+  devices: LiveDevices;
   log: Logger;
 }
 
@@ -123,7 +125,7 @@ export function operations(deps: OperationDeps): Operation[] {
           if (err instanceof InputError) throw notFound(`No device "${params.id}".`);
           throw err;
         }
-        deps.kickDevice(params.id, 'token rotated');
+        deps.devices.tokenRotated(params.id);
         return { status: 200, body: { id: params.id, token } };
       },
     }),
@@ -146,7 +148,7 @@ export function operations(deps: OperationDeps): Operation[] {
           if (err instanceof InputError) throw notFound(`No device "${params.id}".`);
           throw err;
         }
-        deps.kickDevice(params.id, 'device removed');
+        deps.devices.removed(params.id);
         return { status: 204 };
       },
     }),

@@ -1,7 +1,7 @@
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { LimiterFactory } from '../auth/throttle';
 
-/** Makes one limiter; in multi-instance mode pass one that builds RateLimiterRedis (as the login throttle does). */
-export type LimiterFactory = (opts: { keyPrefix: string; points: number; duration: number }) => RateLimiterAbstract;
+export type { LimiterFactory };
 
 export interface ApiRateLimits {
   /** Requests per window from one address, whoever they are. */

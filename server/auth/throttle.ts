@@ -9,6 +9,9 @@ export interface LoginThrottle {
 
 const WINDOW_S = 15 * 60;
 
+/** Makes one rate limiter: in memory by default; Redis-backed in multi-instance mode (cluster/redis). */
+export type LimiterFactory = (opts: { keyPrefix: string; points: number; duration: number }) => RateLimiterAbstract;
+
 /**
  * Failed logins are counted per username+IP (so another address cannot lock a user out) and per
  * IP (so one address cannot spray many names). Limiters come from rate-limiter-flexible; pass
@@ -16,7 +19,7 @@ const WINDOW_S = 15 * 60;
  */
 export function createLoginThrottle(
   perUserIpMax: number,
-  make: (opts: { keyPrefix: string; points: number; duration: number }) => RateLimiterAbstract = (o) => new RateLimiterMemory(o),
+  make: LimiterFactory = (o) => new RateLimiterMemory(o),
 ): LoginThrottle {
   const byUserIp = make({ keyPrefix: 'login_user_ip', points: perUserIpMax, duration: WINDOW_S });
   const byIp = make({ keyPrefix: 'login_ip', points: perUserIpMax * 10, duration: WINDOW_S });

@@ -25,6 +25,12 @@ export const REPLY_FLUSH_CHUNK = 64;
 /** How long shutdown waits for devices to take their goodbye and close. */
 const GOODBYE_WAIT_MS = 3000;
 
+/** What the pages and the API tell the live connections when an admin changes a device. */
+export interface LiveDevices {
+  removed(deviceId: string): void;
+  tokenRotated(deviceId: string): void;
+}
+
 export interface DeviceCoreOptions {
   limits: SessionLimits;
   allowAnonymous: boolean;
@@ -50,7 +56,7 @@ export interface DeviceCoreDeps {
  * records acks, replaces an older connection of the same device, pauses reading while storage
  * cannot keep up, and says goodbye at shutdown.
  */
-export class DeviceCore implements SessionServices {
+export class DeviceCore implements SessionServices, LiveDevices {
   readonly limits: SessionLimits;
   readonly allowAnonymous: boolean;
   private readonly sessions = new Set<DeviceSession>();
@@ -276,7 +282,7 @@ export class DeviceCore implements SessionServices {
     broadcast.retainLogs(new Set(devices.keys()));
   }
 
-  /** A device was removed here (page, API): its connection closes at once. */
+  /** A device was removed here (page, API): its connection closes at once (LiveDevices). */
   removed(deviceId: string): void {
     this.deps.registry.kick(deviceId, 'unauthorized', 'device removed');
   }

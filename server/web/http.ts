@@ -19,7 +19,7 @@ export interface WebDeps {
   /** Routes that need no session: health and metrics. */
   health: express.Router;
   fabric: PageDeps['fabric'];
-  kickDevice: PageDeps['kickDevice'];
+  devices: PageDeps['devices'];
   /** Disconnects every socket of a login session (logout). */
   endSession: (sid: string, reason: 'logout' | 'expired') => void;
   /** The REST API (docs/api.md): before the pages' body parsers and error pages, after the security headers. */
@@ -66,7 +66,7 @@ export function mountWeb(web: Express, deps: WebDeps): void {
   });
   web.use(verifyCsrf);
   web.use(authRoutes({ config, storage, throttle: deps.throttle, log, endSession: deps.endSession }));
-  web.use(pageRoutes({ config, storage, fabric: deps.fabric, kickDevice: deps.kickDevice }));
+  web.use(pageRoutes({ config, storage, fabric: deps.fabric, devices: deps.devices }));
   web.use((req, res) => {
     res.status(404).render('error', { title: 'Not found', status: 404, message: 'There is nothing here.', user: req.user ?? null, csrfToken: req.session ? csrfToken(req) : '' });
   });

@@ -6,6 +6,7 @@ import { addDevice, InputError, removeDevice, rotateDeviceToken } from '../devic
 import { firmwareSnippet, simulateLine } from '../devices/snippet';
 import { addUser, removeUser, setRole } from '../auth/users';
 import { csrfToken, requireLogin, requireRole, roleAtLeast } from '../auth/session';
+import type { LiveDevices } from '../devices/core';
 import { fleetViews } from '../devices/views';
 import type { Storage } from '../storage';
 import { chooseDeviceHost, DeviceHostChoice } from './device-host';
@@ -15,7 +16,8 @@ export interface PageDeps {
   storage: Storage;
   fabric: Fabric;
   /** Disconnects a device whose token was rotated or which was removed. */
-  kickDevice: (id: string, detail: string) => void;
+  /** Closes the connection of a device whose token was rotated or which was removed. */
+  devices: LiveDevices;
 }
 
 /** The host the browser used to reach this page (without brackets), or null. */
@@ -92,7 +94,7 @@ export function pageRoutes(deps: PageDeps): Router {
     const id = String(req.params.id);
     try {
       const token = await rotateDeviceToken(storage, id);
-      deps.kickDevice(id, 'token rotated');
+      deps.devices.tokenRotated(id);
       const device = await storage.getDevice(id);
       res.render('admin-devices', await renderDevices(req, { created: created(req, id, device?.name ?? id, token) }));
     } catch (err) {
@@ -105,7 +107,7 @@ export function pageRoutes(deps: PageDeps): Router {
     const id = String(req.params.id);
     try {
       await removeDevice(storage, id);
-      deps.kickDevice(id, 'device removed');
+      deps.devices.removed(id);
       res.redirect(303, '/admin/devices');
     } catch (err) {
       if (!(err instanceof InputError)) throw err;

@@ -5,7 +5,7 @@ import { RedisStore } from 'connect-redis';
 import type session from 'express-session';
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
-import { createLoginThrottle, LoginThrottle } from '../../auth/throttle';
+import { createLoginThrottle, LimiterFactory, LoginThrottle } from '../../auth/throttle';
 import type { Config } from '../../config';
 import { connectWithin, guard, namespace, quit, redisClient, watchConnection } from './client';
 import { RedisFabric, RedisFabricDeps, ROUTE_TIMEOUT_MS } from './fabric';
@@ -20,6 +20,8 @@ const CONNECT_TIMEOUT_MS = 10_000;
 export interface ClusterParts {
   sessionStore: session.Store;
   throttle: LoginThrottle;
+  /** Rate limiters whose counts every instance shares (the login throttle's, the API's). */
+  limiter: LimiterFactory;
   /** The Socket.IO adapter to create the server with. */
   adapter: ReturnType<typeof createAdapter>;
   /** The fabric, once the parts it serves exist. */
@@ -49,21 +51,20 @@ export async function connectCluster(config: Config, log: Logger): Promise<Clust
 
   const instanceId = `${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   const onAdapterError = (err: unknown) => clog.debug({ err }, 'socket.io adapter: redis command failed');
+  const limiter: LimiterFactory = (limit) =>
+    new RateLimiterRedis({
+      ...limit,
+      storeClient: cmd,
+      useRedisPackage: true,
+      keyPrefix: `${ns}:${limit.keyPrefix}`,
+      // While Redis is away each instance counts on its own rather than letting requests fail.
+      rejectIfRedisNotReady: true,
+      insuranceLimiter: new RateLimiterMemory(limit),
+    });
   return {
     sessionStore: new RedisStore({ client: cmd, prefix: `${ns}:sess:` }),
-    throttle: createLoginThrottle(
-      config.loginMaxAttempts,
-      (limit) =>
-        new RateLimiterRedis({
-          ...limit,
-          storeClient: cmd,
-          useRedisPackage: true,
-          keyPrefix: `${ns}:${limit.keyPrefix}`,
-          // While Redis is away each instance counts on its own rather than letting logins fail.
-          rejectIfRedisNotReady: true,
-          insuranceLimiter: new RateLimiterMemory(limit),
-        }),
-    ),
+    throttle: createLoginThrottle(config.loginMaxAttempts, limiter),
+    limiter,
     adapter: createAdapter(guard(cmd, onAdapterError), guard(sub, onAdapterError), { key: `${ns}:sio`, requestsTimeout: ROUTE_TIMEOUT_MS }),
     createFabric: (deps) =>
       new RedisFabric({ ...deps, leases: new Leases({ cmd, ns, instanceId, leaseMs: config.presenceTtlS * 1000 }), cmd, sub, leaseMs: config.presenceTtlS * 1000, log: clog }),
