@@ -6,7 +6,7 @@ import type { TelemetryWriter } from '../telemetry/writer';
 import { GOING_AWAY, stored } from './outbound';
 import type { Presence } from './presence';
 import type { DeviceRegistry } from './registry';
-import { DeviceLink, DeviceSession, HandshakeIdentity, Done, SessionLimits, SessionServices, Transport, TRANSPORTS } from './session';
+import { DeviceLink, DeviceSession, Done, SessionLimits, SessionServices, Transport, TRANSPORTS } from './session';
 import { hashToken, tokenMatches } from './tokens';
 
 /** How often the devices connected here are checked against storage (rotated tokens, removed devices). */
@@ -24,6 +24,13 @@ export const REPLY_FLUSH_CHUNK = 64;
 
 /** How long shutdown waits for devices to take their goodbye and close. */
 const GOODBYE_WAIT_MS = 3000;
+
+/** One connection's place in the per-address and total caps (DeviceCore.admit). */
+export interface Admission {
+  readonly remoteAddress: string;
+  /** Gives the place back; once only (a session does it when it closes). */
+  release(): void;
+}
 
 /** What the pages and the API tell the live connections when an admin changes a device. */
 export interface LiveDevices {
@@ -61,6 +68,9 @@ export class DeviceCore implements SessionServices, LiveDevices {
   readonly allowAnonymous: boolean;
   private readonly sessions = new Set<DeviceSession>();
   private readonly perIp = new Map<string, number>();
+  /** Connections admitted and not yet gone: sessions, and handshakes still under way. */
+  private admitted = 0;
+  private readonly admissions = new Map<DeviceSession, Admission>();
   private readonly paused = new Set<DeviceSession>();
   /** Sessions holding `stored` replies, and the timer that writes them. */
   private toFlush = new Set<DeviceSession>();
@@ -96,19 +106,37 @@ export class DeviceCore implements SessionServices, LiveDevices {
     return out;
   }
 
-  /** False when this address already has its share of connections (the transport refuses it its own way). */
-  canAdmit(remoteAddress: string): boolean {
-    if (this.closing) return false;
-    if ((this.perIp.get(remoteAddress) ?? 0) < this.opts.maxPerIp && this.sessions.size < this.opts.maxConnections) return true;
-    this.counters.refused++;
-    return false;
+  /**
+   * A place for one more connection from this address, taken when the connection arrives (before
+   * any TLS or WebSocket handshake, so half-open handshakes count too) and given to its session;
+   * null when the address, or the server, has its share (the transport refuses it its own way).
+   */
+  admit(remoteAddress: string): Admission | null {
+    if (this.closing || (this.perIp.get(remoteAddress) ?? 0) >= this.opts.maxPerIp || this.admitted >= this.opts.maxConnections) {
+      this.counters.refused++;
+      return null;
+    }
+    this.perIp.set(remoteAddress, (this.perIp.get(remoteAddress) ?? 0) + 1);
+    this.admitted++;
+    let released = false;
+    return {
+      remoteAddress,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.admitted--;
+        const n = (this.perIp.get(remoteAddress) ?? 1) - 1;
+        if (n <= 0) this.perIp.delete(remoteAddress);
+        else this.perIp.set(remoteAddress, n);
+      },
+    };
   }
 
-  /** A new connection: its session. The transport then feeds it messages and tells it when the link closes. */
-  open(link: DeviceLink): DeviceSession {
+  /** A new connection: its session, which holds the admission until it closes. The transport then feeds it messages. */
+  open(link: DeviceLink, admission: Admission): DeviceSession {
     const session = new DeviceSession(link, this);
-    this.perIp.set(link.remoteAddress, (this.perIp.get(link.remoteAddress) ?? 0) + 1);
     this.sessions.add(session);
+    this.admissions.set(session, admission);
     return session;
   }
 
@@ -130,13 +158,6 @@ export class DeviceCore implements SessionServices, LiveDevices {
       return { ok: false, code: 'unauthorized' };
     }
     return { ok: true, credential };
-  }
-
-  /** Opens a session for a device the handshake already authenticated. */
-  async openAuthenticated(link: DeviceLink, identity: HandshakeIdentity, credential: string): Promise<DeviceSession> {
-    const session = this.open(link);
-    await session.openAs(identity, credential);
-    return session;
   }
 
   /** Stops accepting, says goodbye to every device and waits (briefly) for the connections to close. */
@@ -188,10 +209,8 @@ export class DeviceCore implements SessionServices, LiveDevices {
     if (!this.sessions.delete(session)) return;
     this.paused.delete(session);
     this.toFlush.delete(session);
-    const ip = session.remoteAddress;
-    const n = (this.perIp.get(ip) ?? 1) - 1;
-    if (n <= 0) this.perIp.delete(ip);
-    else this.perIp.set(ip, n);
+    this.admissions.get(session)?.release();
+    this.admissions.delete(session);
     if (this.deps.registry.release(session)) {
       const id = session.deviceId!;
       this.deps.log.info({ device: id, reason }, 'device offline');

@@ -2,11 +2,11 @@ import net from 'node:net';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { Logger } from 'pino';
 import { Encoding, MAX_LINE_BYTES } from '../codec';
-import type { DeviceCore } from '../core';
+import type { Admission, DeviceCore } from '../core';
 import { DEVICE_ID_RE } from '../messages';
 import type { CommandMessage, ServerMessage } from '../outbound';
 import type { DeviceLink, DeviceSession, Done } from '../session';
-import { listenOn } from './tcp';
+import { listenOn, remoteAddressOf } from './tcp';
 
 /** The topics of one device (docs/protocol.md, "MQTT"). */
 export const topics = {
@@ -163,6 +163,7 @@ export class MqttTransport {
   readonly server: net.Server;
   private readonly identities = new WeakMap<Client, Identity>();
   private readonly links = new WeakMap<Client, MqttLink>();
+  private readonly admissions = new Map<Client, Admission>();
 
   private constructor(
     private readonly core: DeviceCore,
@@ -188,11 +189,6 @@ export class MqttTransport {
     const broker = await Aedes.createBroker({
       connectTimeout: CONNECT_TIMEOUT_MS,
       drainTimeout: opts.drainTimeoutMs,
-      preConnect: (client, _packet, cb) => {
-        const ip = remoteOf(client);
-        if (core.canAdmit(ip)) cb(null, true);
-        else cb(new Error('too many connections from this address'), false);
-      },
       authenticate: (client, username, password, cb) => void transport!.authenticate(client, username, password, cb),
       authorizePublish: (client, packet, cb) => transport!.authorizePublish(client, packet.topic, packet.payload, cb),
       authorizeSubscribe: (client, sub, cb) => {
@@ -217,7 +213,17 @@ export class MqttTransport {
 
   private accept(socket: net.Socket): void {
     socket.on('error', () => {});
+    const admission = this.core.admit(remoteAddressOf(socket));
+    if (!admission) {
+      socket.destroy();
+      return;
+    }
     const client = this.broker.handle(socket);
+    // Until CONNECT is through, the connection holds its place; then its session does.
+    this.admissions.set(client, admission);
+    socket.once('close', () => {
+      if (this.admissions.delete(client)) admission.release();
+    });
     // Watches what aedes reads (a 'data' listener beside aedes's 'readable' one does not change how it reads).
     const guard = new PacketSizeGuard(MAX_PACKET_BYTES);
     socket.on('data', (chunk: Buffer) => {
@@ -246,10 +252,12 @@ export class MqttTransport {
   /** A client passed CONNECT: its session, ready at once. */
   private opened(client: Client): void {
     const identity = this.identities.get(client);
-    if (!identity) return;
-    const link = new MqttLink(client, remoteOf(client), identity.deviceId);
+    const admission = this.admissions.get(client);
+    if (!identity || !admission) return;
+    this.admissions.delete(client);
+    const link = new MqttLink(client, admission.remoteAddress, identity.deviceId);
     this.links.set(client, link);
-    const session = this.core.open(link);
+    const session = this.core.open(link, admission);
     link.session = session;
     client.conn.once('close', () => session.linkClosed());
     void session.openAs({ deviceId: identity.deviceId, firmware: null }, identity.credential);
@@ -274,6 +282,3 @@ export class MqttTransport {
   }
 }
 
-function remoteOf(client: Client): string {
-  return ((client.conn as net.Socket).remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
-}

@@ -148,15 +148,15 @@ export class TcpTransport {
   }
 
   private accept(socket: net.Socket): void {
-    const ip = remoteAddressOf(socket);
-    if (!this.core.canAdmit(ip)) {
+    const admission = this.core.admit(remoteAddressOf(socket));
+    if (!admission) {
       socket.on('error', () => {});
       socket.end(encodeLine(errorMessage('rate_limited', 'too many connections from this address'), 'base64'));
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
     const link = new TcpLink(socket, this.core.limits.maxOutQueueBytes);
-    link.attach(this.core.open(link));
+    link.attach(this.core.open(link, admission));
   }
 }
 

@@ -147,7 +147,12 @@ export class WebSocketTransport {
     socket.on('error', () => {});
     const ip = this.remoteAddress(req);
     if (this.closed) return refuse(socket, 503, 'Server is shutting down');
-    if (!this.core.canAdmit(ip)) return refuse(socket, 429, 'Too many connections from this address');
+    const admission = this.core.admit(ip);
+    if (!admission) return refuse(socket, 429, 'Too many connections from this address');
+    let upgraded = false;
+    socket.once('close', () => {
+      if (!upgraded) admission.release();
+    });
 
     const q = url.searchParams;
     const deviceParam = q.get('device');
@@ -172,15 +177,12 @@ export class WebSocketTransport {
     if (socket.destroyed) return;
 
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      upgraded = true;
       const link = new WebSocketLink(ws, ip, this.core.limits.maxOutQueueBytes);
       ws.on('error', (err) => this.log.debug({ err, remote: ip }, 'device websocket error'));
-      if (identity) {
-        const session = this.core.open(link);
-        link.attach(session);
-        void session.openAs({ deviceId: identity.deviceId, firmware }, identity.credential);
-      } else {
-        link.attach(this.core.open(link));
-      }
+      const session = this.core.open(link, admission);
+      link.attach(session);
+      if (identity) void session.openAs({ deviceId: identity.deviceId, firmware }, identity.credential);
     });
   }
 
