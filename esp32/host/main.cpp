@@ -3,8 +3,12 @@
 //
 //   sockpit-device-host --host 127.0.0.1 --port 7000 --id ID --token TOKEN [--interval-ms N]
 //
-// Run it with a small stack (`ulimit -s 64`) to get close to the ESP32's
+// Run it with a small stack (`ulimit -s 32`) to get closer to the ESP32's
 // 8 KiB loop task: the tests in tests/esp32/ do.
+//
+// With --ca FILE it speaks TLS through mbedtls (as WiFiClientSecure does on
+// the board): the server's certificate must chain to that CA and name the
+// --host; there is no fallback to plain TCP.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +27,13 @@
 #include <random>
 
 #include "../sockpit-device/src/core/device_core.h"
+#include "mbedtls/ctr_drbg.h"
+#include "mbedtls/entropy.h"
+#include "mbedtls/error.h"
+#include "mbedtls/net_sockets.h"
+#include "mbedtls/sha256.h"
+#include "mbedtls/ssl.h"
+#include "mbedtls/x509_crt.h"
 
 namespace {
 
@@ -39,15 +50,91 @@ uint64_t monotonicMs() {
 const int kExitRejected = 2;  // the server refused the id/token (with --on-reject exit)
 const int kExitRestart = 3;   // the board would restart here (--reboot-timeout-ms)
 
+// The TLS handshake's bound, as setHandshakeTimeout() on the board.
+const int kHandshakeMs = 10000;
+
+// mbedtls reads and writes the socket through these (a non-blocking fd).
+int bioSend(void* ctx, const unsigned char* buf, size_t len) {
+  const ssize_t n = send(*static_cast<int*>(ctx), buf, len, MSG_NOSIGNAL);
+  if (n >= 0) return static_cast<int>(n);
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return MBEDTLS_ERR_SSL_WANT_WRITE;
+  return MBEDTLS_ERR_NET_SEND_FAILED;
+}
+
+int bioRecv(void* ctx, unsigned char* buf, size_t len) {
+  const ssize_t n = recv(*static_cast<int*>(ctx), buf, len, 0);
+  if (n >= 0) return static_cast<int>(n);  // 0: the peer closed
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return MBEDTLS_ERR_SSL_WANT_READ;
+  return MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
 class PosixPlatform : public sockpit::Platform {
  public:
-  PosixPlatform() : fd_(-1), start_(monotonicMs()), relay_(false), stateFile_(0), rng_(std::random_device()()) {
+  PosixPlatform()
+      : fd_(-1), start_(monotonicMs()), relay_(false), stateFile_(0), rng_(std::random_device()()),
+        tls_(false), sslOpen_(false) {
     error_[0] = '\0';
+    mbedtls_x509_crt_init(&ca_);
+    mbedtls_ssl_config_init(&conf_);
+    mbedtls_entropy_init(&entropy_);
+    mbedtls_ctr_drbg_init(&drbg_);
+    mbedtls_ssl_init(&ssl_);
   }
-  ~PosixPlatform() { tcpClose(); }
+  ~PosixPlatform() {
+    tcpClose();
+    mbedtls_ssl_free(&ssl_);
+    mbedtls_ctr_drbg_free(&drbg_);
+    mbedtls_entropy_free(&entropy_);
+    mbedtls_ssl_config_free(&conf_);
+    mbedtls_x509_crt_free(&ca_);
+  }
 
   int fd() const { return fd_; }
   void setStateFile(const char* path) { stateFile_ = path; }
+  // Bytes TLS has decrypted already: the socket may be quiet while they wait.
+  bool pending() { return sslOpen_ && mbedtls_ssl_get_bytes_avail(&ssl_) > 0; }
+
+  // Reads the CA (PEM) and sets up TLS: certificate required, name checked.
+  // Returns "" or what went wrong; the SHA-256 of the CA goes to fingerprint.
+  const char* useCa(const char* path, char* fingerprint, size_t cap) {
+    static char why[160];
+    FILE* f = fopen(path, "rb");
+    if (!f) {
+      snprintf(why, sizeof why, "cannot read %s: %s", path, strerror(errno));
+      return why;
+    }
+    static char pem[64 * 1024];
+    const size_t n = fread(pem, 1, sizeof pem - 1, f);
+    fclose(f);
+    pem[n] = '\0';
+    int ret = mbedtls_x509_crt_parse(&ca_, reinterpret_cast<const unsigned char*>(pem), n + 1);
+    if (ret != 0) {
+      char text[100];
+      mbedtls_strerror(ret, text, sizeof text);
+      snprintf(why, sizeof why, "%s holds no usable CA certificate (%s)", path, text);
+      return why;
+    }
+    unsigned char sum[32];
+    mbedtls_sha256_ret(ca_.raw.p, ca_.raw.len, sum, 0);
+    size_t o = 0;
+    for (int i = 0; i < 32 && o + 3 < cap; ++i) o += snprintf(fingerprint + o, cap - o, i ? ":%02X" : "%02X", sum[i]);
+    const char* pers = "sockpit-device-host";
+    if ((ret = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_,
+                                     reinterpret_cast<const unsigned char*>(pers), strlen(pers))) != 0 ||
+        (ret = mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                           MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+      char text[100];
+      mbedtls_strerror(ret, text, sizeof text);
+      snprintf(why, sizeof why, "TLS set-up failed (%s)", text);
+      return why;
+    }
+    mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&conf_, &ca_, 0);
+    mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, &drbg_);
+    mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);  // TLS 1.2
+    tls_ = true;
+    return "";
+  }
 
   uint32_t nowMs() { return static_cast<uint32_t>(monotonicMs() - start_); }
   uint32_t random32() { return static_cast<uint32_t>(rng_()); }
@@ -91,7 +178,7 @@ class PosixPlatform : public sockpit::Platform {
       }
     }
     freeaddrinfo(list);
-    if (fd_ >= 0) return sockpit::ConnectResult::Ok;
+    if (fd_ >= 0) return tls_ ? startTls(host) : sockpit::ConnectResult::Ok;
     snprintf(error_, sizeof error_, "%s", strerror(firstErr));
     if (firstErr == ECONNREFUSED) return sockpit::ConnectResult::Refused;
     if (firstErr == ETIMEDOUT) return sockpit::ConnectResult::TimedOut;
@@ -100,6 +187,17 @@ class PosixPlatform : public sockpit::Platform {
 
   int tcpRead(char* buf, size_t cap) {
     if (fd_ < 0) return -1;
+    if (sslOpen_) {
+      const int n = mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(buf), cap);
+      if (n > 0) return n;
+      if (n == MBEDTLS_ERR_SSL_WANT_READ || n == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
+      if (n == 0 || n == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+        error_[0] = '\0';
+      } else {
+        tlsError(n);
+      }
+      return -1;
+    }
     const ssize_t n = recv(fd_, buf, cap, 0);
     if (n > 0) return static_cast<int>(n);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
@@ -108,6 +206,23 @@ class PosixPlatform : public sockpit::Platform {
   }
 
   bool tcpWrite(const char* data, size_t len) {
+    while (sslOpen_ && len > 0) {
+      const int n = mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(data), len);
+      if (n > 0) {
+        data += n;
+        len -= static_cast<size_t>(n);
+        continue;
+      }
+      if (n == MBEDTLS_ERR_SSL_WANT_WRITE || n == MBEDTLS_ERR_SSL_WANT_READ) {
+        struct pollfd p = {fd_, static_cast<short>(n == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT), 0};
+        if (poll(&p, 1, 5000) > 0) continue;
+        snprintf(error_, sizeof error_, "send timed out");
+        return false;
+      }
+      tlsError(n);
+      return false;
+    }
+    if (tls_) return sslOpen_ && len == 0;  // never plain bytes once TLS is asked for
     while (len > 0 && fd_ >= 0) {
       const ssize_t n = send(fd_, data, len, MSG_NOSIGNAL);
       if (n > 0) {
@@ -129,6 +244,12 @@ class PosixPlatform : public sockpit::Platform {
   }
 
   void tcpClose() {
+    if (sslOpen_) {
+      mbedtls_ssl_close_notify(&ssl_);  // best effort; the socket is non-blocking
+      mbedtls_ssl_free(&ssl_);
+      mbedtls_ssl_init(&ssl_);
+      sslOpen_ = false;
+    }
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
   }
@@ -174,6 +295,67 @@ class PosixPlatform : public sockpit::Platform {
   }
 
  private:
+  // The TLS handshake on the connected socket, within kHandshakeMs. Nothing
+  // of ours is sent before it succeeds: the hello comes after.
+  sockpit::ConnectResult startTls(const char* host) {
+    int ret = mbedtls_ssl_setup(&ssl_, &conf_);
+    if (ret == 0) ret = mbedtls_ssl_set_hostname(&ssl_, host);
+    if (ret != 0) {
+      tlsError(ret);
+      mbedtls_ssl_free(&ssl_);
+      mbedtls_ssl_init(&ssl_);
+      close(fd_);
+      fd_ = -1;
+      return sockpit::ConnectResult::TlsFailed;
+    }
+    mbedtls_ssl_set_bio(&ssl_, &fd_, bioSend, bioRecv, 0);
+    sslOpen_ = true;
+    const uint64_t end = monotonicMs() + kHandshakeMs;
+    while ((ret = mbedtls_ssl_handshake(&ssl_)) != 0) {
+      const uint64_t now = monotonicMs();
+      if ((ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) && now < end) {
+        struct pollfd p = {fd_, static_cast<short>(ret == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT), 0};
+        poll(&p, 1, static_cast<int>(end - now));
+        continue;
+      }
+      if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        snprintf(error_, sizeof error_, "no TLS answer within %d s; is this a TLS port?", kHandshakeMs / 1000);
+      } else {
+        tlsError(ret);
+      }
+      mbedtls_ssl_free(&ssl_);
+      mbedtls_ssl_init(&ssl_);
+      sslOpen_ = false;
+      close(fd_);
+      fd_ = -1;
+      return sockpit::ConnectResult::TlsFailed;
+    }
+    return sockpit::ConnectResult::Ok;
+  }
+
+  // What mbedtls says went wrong; for a refused certificate, why it was
+  // refused, in the words the board's log uses.
+  void tlsError(int ret) {
+    const uint32_t flags = sslOpen_ ? mbedtls_ssl_get_verify_result(&ssl_) : 0;
+    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != static_cast<uint32_t>(-1)) {
+      const char* why = "the server's certificate was refused";
+      if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
+        why = "the server's certificate is not from this CA";
+      } else if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) {
+        why = "the server's certificate does not name this host";
+      } else if (flags & MBEDTLS_X509_BADCERT_EXPIRED) {
+        why = "the server's certificate has expired";
+      } else if (flags & MBEDTLS_X509_BADCERT_FUTURE) {
+        why = "the server's certificate is not valid yet (is the clock right?)";
+      }
+      snprintf(error_, sizeof error_, "%s", why);
+      return;
+    }
+    char text[120];
+    mbedtls_strerror(ret, text, sizeof text);
+    snprintf(error_, sizeof error_, "%s", text);
+  }
+
   bool waitConnected(int fd, uint32_t timeoutMs) {
     struct pollfd p = {fd, POLLOUT, 0};
     const int ready = poll(&p, 1, static_cast<int>(timeoutMs > 600000 ? 600000 : timeoutMs));
@@ -193,7 +375,14 @@ class PosixPlatform : public sockpit::Platform {
   bool relay_;
   const char* stateFile_;
   std::mt19937 rng_;
-  char error_[96];
+  char error_[160];
+  bool tls_;
+  bool sslOpen_;
+  mbedtls_x509_crt ca_;
+  mbedtls_ssl_config conf_;
+  mbedtls_entropy_context entropy_;
+  mbedtls_ctr_drbg_context drbg_;
+  mbedtls_ssl_context ssl_;
 };
 
 void usage(FILE* out) {
@@ -202,7 +391,7 @@ void usage(FILE* out) {
           "                           [--interval-ms N] [--boot N] [--connect-timeout-ms N]\n"
           "                           [--power-on off|on|last] [--state-file PATH]\n"
           "                           [--reboot-timeout-ms N] [--unauthorized-pause-ms N]\n"
-          "                           [--on-reject exit|wait]\n"
+          "                           [--on-reject exit|wait] [--ca FILE]\n"
           "Runs the ESP32 firmware's core on this machine: connects to a sockpit server's\n"
           "device port, sends readings, obeys commands with a simulated relay.\n"
           "  --host                   server address (default 127.0.0.1)\n"
@@ -216,7 +405,10 @@ void usage(FILE* out) {
           "                           board restarts (default 0: never)\n"
           "  --unauthorized-pause-ms  rest after 'unauthorized', before jitter (default 900000)\n"
           "  --on-reject              'exit' (default): status 2 when the server refuses the\n"
-          "                           id/token; 'wait': rest and try again, as the board does\n");
+          "                           id/token; 'wait': rest and try again, as the board does\n"
+          "  --ca                     TLS: the CA certificate (PEM) the server's certificate must\n"
+          "                           chain to; the certificate must also name --host. No\n"
+          "                           plain TCP then, ever (the server's DEVICE_TLS_PORT)\n");
 }
 
 bool parseUint(const char* s, unsigned long max, unsigned long* out) {
@@ -238,6 +430,7 @@ int main(int argc, char** argv) {
   // time, which differs on every run just the same.
   unsigned long boot = static_cast<unsigned long>(time(0));
   const char* stateFile = 0;
+  const char* caFile = 0;
   bool exitOnReject = true;
 
   for (int i = 1; i < argc; ++i) {
@@ -280,6 +473,8 @@ int main(int argc, char** argv) {
       cfg.powerOn = sockpit::PowerOn::Last;
     } else if (!strcmp(a, "--state-file") && *v) {
       stateFile = v;
+    } else if (!strcmp(a, "--ca") && *v) {
+      caFile = v;
     } else if (!strcmp(a, "--on-reject") && (!strcmp(v, "exit") || !strcmp(v, "wait"))) {
       exitOnReject = !strcmp(v, "exit");
     } else {
@@ -303,8 +498,23 @@ int main(int argc, char** argv) {
   // About 31 KB of fixed buffers: static, as on the ESP32.
   static PosixPlatform platform;
   platform.setStateFile(stateFile);
+  char fingerprint[100] = "";
+  if (caFile) {
+    const char* why = platform.useCa(caFile, fingerprint, sizeof fingerprint);
+    if (*why) {
+      fprintf(stderr, "sockpit-device-host: --ca: %s\n", why);
+      return 64;
+    }
+    cfg.tls = true;
+  }
   static sockpit::Device device(platform, cfg);
   device.begin(static_cast<uint32_t>(boot));
+  if (caFile) {
+    char line[200];
+    snprintf(line, sizeof line, "TLS only: the server must show a certificate for \"%s\" from the CA with SHA-256 %s.",
+             cfg.host, fingerprint);
+    platform.logLine(line);
+  }
 
   while (!g_stop) {
     device.poll();
@@ -313,6 +523,7 @@ int main(int argc, char** argv) {
       return kExitRejected;
     }
     // Sleep until the server says something, or 20 ms for the timers.
+    if (platform.pending()) continue;
     if (platform.fd() >= 0) {
       struct pollfd p = {platform.fd(), POLLIN, 0};
       poll(&p, 1, 20);

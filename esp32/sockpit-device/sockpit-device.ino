@@ -48,6 +48,15 @@
 #error "This sketch needs the Arduino-ESP32 core 2.0.x or 3.x (Boards Manager: esp32 by Espressif Systems)."
 #endif
 
+// TLS when config.h names the server's CA (SERVER_CA): then the device
+// speaks only TLS, and the token never crosses the network in clear text.
+#if defined(SERVER_CA)
+#include <WiFiClientSecure.h>
+#define SOCKPIT_TLS 1
+#else
+#define SOCKPIT_TLS 0
+#endif
+
 #include "src/core/device_core.h"
 
 #define FIRMWARE_VERSION "sockpit-esp32/0.2.0"
@@ -75,6 +84,9 @@
 #endif
 #ifndef CONNECT_TIMEOUT_MS
 #define CONNECT_TIMEOUT_MS 5000
+#endif
+#ifndef TLS_HANDSHAKE_TIMEOUT_S
+#define TLS_HANDSHAKE_TIMEOUT_S 10
 #endif
 
 // The relay pin: a default per chip, since a pin that is safe on one chip
@@ -105,6 +117,8 @@ static_assert(POWER_ON_STATE == POWER_ON_OFF || POWER_ON_STATE == POWER_ON_ON ||
               "POWER_ON_STATE must be POWER_ON_OFF, POWER_ON_ON or POWER_ON_LAST");
 static_assert(WATCHDOG_TIMEOUT_S == 0 || WATCHDOG_TIMEOUT_S >= 45,
               "WATCHDOG_TIMEOUT_S must be 0 (off) or at least 45: a name lookup may block for 31 s on Arduino-ESP32 2.x");
+static_assert(WATCHDOG_TIMEOUT_S == 0 || WATCHDOG_TIMEOUT_S * 1000UL > CONNECT_TIMEOUT_MS + TLS_HANDSHAKE_TIMEOUT_S * 1000UL + 10000UL,
+              "WATCHDOG_TIMEOUT_S must leave room for CONNECT_TIMEOUT_MS, the TLS handshake and a send");
 
 // How long one Wi-Fi attempt may take before we call it failed.
 static const uint32_t WIFI_ATTEMPT_MS = 15000;
@@ -241,6 +255,13 @@ class EspPlatform : public sockpit::Platform {
  public:
   EspPlatform() { error_[0] = '\0'; }
 
+  void begin() {
+#if SOCKPIT_TLS
+    client_.setCACert(SERVER_CA);
+    client_.setHandshakeTimeout(TLS_HANDSHAKE_TIMEOUT_S);  // seconds, on both cores
+#endif
+  }
+
   uint32_t nowMs() override { return millis(); }
   uint32_t random32() override { return esp_random(); }
   void logLine(const char* text) override { logText(text); }
@@ -268,19 +289,44 @@ class EspPlatform : public sockpit::Platform {
         return sockpit::ConnectResult::DnsFailed;
       }
     }
+    const uint32_t t0 = millis();
+#if SOCKPIT_TLS
+    // By name, not by address: connect(host, port, timeout_ms) goes on to
+    // connect(ip, port, host, CA, ...) on both cores, which checks that the
+    // certificate chains to SERVER_CA and names SERVER_HOST. Nothing of ours
+    // is sent before that handshake succeeds, and there is no plain fallback.
+    if (!client_.connect(host, port, static_cast<int32_t>(timeoutMs))) {
+      const uint32_t took = millis() - t0;
+      char text[100] = "";
+      const int err = client_.lastError(text, sizeof text);
+      // ssl_client reports a failed TCP connect, and a handshake that ran
+      // out of time, as -1; mbedtls' own errors are other negative numbers.
+      if (err == -1 || err == 0) {
+        if (took > timeoutMs + 1000) {
+          snprintf(error_, sizeof error_, "no TLS answer within %d s; is SERVER_PORT the TLS port?",
+                   TLS_HANDSHAKE_TIMEOUT_S);
+          return sockpit::ConnectResult::TlsFailed;
+        }
+        return connectFailure(took, timeoutMs);
+      }
+      if (err == -0x2700) {  // MBEDTLS_ERR_X509_CERT_VERIFY_FAILED
+        snprintf(error_, sizeof error_, "the server's certificate was refused: not from this CA, or not for this name");
+      } else if (err == -0x7200) {  // MBEDTLS_ERR_SSL_INVALID_RECORD
+        snprintf(error_, sizeof error_, "not a TLS server; is SERVER_PORT the TLS port?");
+      } else {
+        snprintf(error_, sizeof error_, "%s", text);
+      }
+      return sockpit::ConnectResult::TlsFailed;
+    }
+#else
     // connect(ip, port, timeout_ms) bounds the TCP handshake on both cores,
     // and sets the same timeout on the socket's sends and receives, so that
     // write() is bounded too (2.x and 3.x both retry a stuck send up to 10
     // times 1 s, then give up).
-    const uint32_t t0 = millis();
     if (!client_.connect(ip, port, static_cast<int32_t>(timeoutMs))) {
-      const uint32_t took = millis() - t0;
-      // The core's client does not say why; the time it took does. A refusal
-      // (RST) comes back at once, silence takes the whole timeout.
-      if (took + 250 >= timeoutMs) return sockpit::ConnectResult::TimedOut;
-      snprintf(error_, sizeof error_, "after %lu ms", static_cast<unsigned long>(took));
-      return sockpit::ConnectResult::Refused;
+      return connectFailure(millis() - t0, timeoutMs);
     }
+#endif
     client_.setNoDelay(true);  // small lines: send them now, not in 200 ms
     return sockpit::ConnectResult::Ok;
   }
@@ -350,8 +396,21 @@ class EspPlatform : public sockpit::Platform {
   }
 
  private:
+  // The core's client does not say why a TCP connect failed; the time it
+  // took does. A refusal (RST) comes back at once, silence takes the whole
+  // timeout.
+  sockpit::ConnectResult connectFailure(uint32_t took, uint32_t timeoutMs) {
+    if (took + 250 >= timeoutMs) return sockpit::ConnectResult::TimedOut;
+    snprintf(error_, sizeof error_, "after %lu ms", static_cast<unsigned long>(took));
+    return sockpit::ConnectResult::Refused;
+  }
+
+#if SOCKPIT_TLS
+  WiFiClientSecure client_;
+#else
   WiFiClient client_;
-  char error_[64];
+#endif
+  char error_[100];
 };
 
 static sockpit::DeviceConfig makeConfig() {
@@ -364,6 +423,7 @@ static sockpit::DeviceConfig makeConfig() {
   c.credentialsHint = "DEVICE_ID and DEVICE_TOKEN in config.h";
   c.intervalMs = REPORT_INTERVAL_MS;
   c.connectTimeoutMs = CONNECT_TIMEOUT_MS;
+  c.tls = SOCKPIT_TLS;
   c.rebootTimeoutMs = REBOOT_TIMEOUT_MS;
   c.powerOn = POWER_ON_STATE == POWER_ON_ON     ? sockpit::PowerOn::On
               : POWER_ON_STATE == POWER_ON_LAST ? sockpit::PowerOn::Last
@@ -472,12 +532,21 @@ void setup() {
     for (;;) delay(1000);
   }
 
+  platform.begin();
   pinMode(RELAY_PIN, OUTPUT);
   // The boot number and the kept relay state come from flash; begin() sets
   // the relay to its power-on state before anything else happens.
   device.begin(nextBootNumber());
   say("Relay on GPIO %d (%s). Server %s:%d. Last reset: %s.", RELAY_PIN,
       RELAY_ACTIVE_LOW ? "on when LOW" : "on when HIGH", SERVER_HOST, SERVER_PORT, resetReason());
+#if SOCKPIT_TLS
+#if defined(SERVER_CA_SHA256)
+  say("TLS only: the server must show a certificate for \"%s\" from the CA with SHA-256 %s.", SERVER_HOST,
+      SERVER_CA_SHA256);
+#else
+  say("TLS only: the server must show a certificate for \"%s\" from the CA in config.h.", SERVER_HOST);
+#endif
+#endif
   if (!strcmp(WIFI_SSID, "your-wifi-name") || !strcmp(DEVICE_TOKEN, "paste-the-token-here")) {
     say("config.h still holds a placeholder: set WIFI_SSID, WIFI_PASSWORD and DEVICE_TOKEN, then upload again.");
   }

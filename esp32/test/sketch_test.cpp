@@ -170,7 +170,7 @@ void server_name_lookups_say_what_failed() {
   setup();
   fake::radio().status = WL_CONNECTED;
   runFor(100);
-#if defined(HARNESS_CONFIG_NAME)
+#if defined(HARNESS_CONFIG_NAME) || defined(HARNESS_CONFIG_TLS)
   CHECK(fake::net().lookups == 1);
   CHECK_LOGGED("Could not look up the server's name \"sockpit.lan\" (the DNS server does not know it)");
   fake::net().dnsMs = 15000;
@@ -182,7 +182,9 @@ void server_name_lookups_say_what_failed() {
   fake::net().dnsMs = 5;
   runFor(5000);
   CHECK(fake::net().connects >= 1);
+#if !SOCKPIT_TLS
   CHECK(fake::net().lastIp == static_cast<uint32_t>(IPAddress(192, 168, 1, 10)));
+#endif
 #else
   CHECK(fake::net().lookups == 0);  // an address needs no lookup
   CHECK(fake::net().connects == 1);
@@ -199,7 +201,10 @@ void connect_failures_are_told_apart() {
   CHECK(fake::net().lastTimeout == CONNECT_TIMEOUT_MS);
   fake::net().connectMode = 't';
   runFor(3000);
-  CHECK_LOGGED("No answer from " SERVER_HOST ":7000 within 5.0 s: wrong address, machine switched off, or a firewall");
+  char expected[120];
+  snprintf(expected, sizeof expected, "No answer from %s:%d within 5.0 s: wrong address, machine switched off, or a firewall",
+           SERVER_HOST, SERVER_PORT);
+  CHECK_LOGGED(expected);
 }
 
 void online_hello_goes_out_in_base64() {
@@ -286,6 +291,47 @@ void the_reset_reason_is_logged() {
   CHECK_LOGGED("Last reset: the watchdog (the loop hung).");
 }
 
+#if SOCKPIT_TLS
+void tls_only_with_the_ca_and_the_servers_name() {
+  fake::net().names["sockpit.lan"] = 0xC0A8010A;
+  setup();
+  CHECK(fake::net().ca != nullptr && !strcmp(fake::net().ca, SERVER_CA));
+  CHECK(fake::net().handshakeS == 10);
+  CHECK_LOGGED("TLS only: the server must show a certificate for \"sockpit.lan\" from the CA with SHA-256 AB:CD:EF:01");
+  fake::radio().status = WL_CONNECTED;
+  runFor(100);
+  CHECK(fake::net().tlsConnects == 1);
+  CHECK(fake::net().tlsHost == SERVER_HOST);  // the name the certificate must carry
+  CHECK(fake::net().plainConnects == 0);
+  CHECK_LOGGED("Connecting to the sockpit server at sockpit.lan:7443 (TLS) ...");
+  CHECK_LOGGED("Connected over TLS, the server's certificate checked. Saying hello");
+  CHECK(fake::net().sent.find('\n') != std::string::npos);
+}
+
+void tls_refused_certificate_sends_nothing() {
+  fake::net().names["sockpit.lan"] = 0xC0A8010A;
+  fake::net().tlsError = -0x2700;
+  setup();
+  fake::radio().status = WL_CONNECTED;
+  runFor(3000);
+  CHECK(fake::net().tlsConnects >= 1);
+  CHECK_LOGGED("Reached sockpit.lan:7443, but TLS failed (the server's certificate was refused: not from this CA, or not for this name)");
+  CHECK(fake::net().sent.empty());
+  CHECK(fake::net().plainConnects == 0);
+  CHECK(!logged("Saying hello"));
+}
+
+void tls_plain_server_on_the_port_is_named() {
+  fake::net().names["sockpit.lan"] = 0xC0A8010A;
+  fake::net().tlsError = -0x7200;
+  setup();
+  fake::radio().status = WL_CONNECTED;
+  runFor(100);
+  CHECK_LOGGED("TLS failed (not a TLS server; is SERVER_PORT the TLS port?)");
+  CHECK(fake::net().sent.empty());
+}
+#endif
+
 struct Test {
   const char* name;
   void (*fn)();
@@ -309,6 +355,11 @@ const Test kTests[] = {
     {"every_file_sees_the_same_buffer_sizes", every_file_sees_the_same_buffer_sizes},
     {"log_lines_take_nothing_from_the_heap", log_lines_take_nothing_from_the_heap},
     {"the_reset_reason_is_logged", the_reset_reason_is_logged},
+#if SOCKPIT_TLS
+    {"tls_only_with_the_ca_and_the_servers_name", tls_only_with_the_ca_and_the_servers_name},
+    {"tls_refused_certificate_sends_nothing", tls_refused_certificate_sends_nothing},
+    {"tls_plain_server_on_the_port_is_named", tls_plain_server_on_the_port_is_named},
+#endif
 };
 
 int smoke() {

@@ -9,6 +9,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 
 export const ROOT = path.resolve(__dirname, '../..');
 export const HOST_BIN = path.join(ROOT, 'esp32', 'build', 'sockpit-device-host');
@@ -149,18 +150,33 @@ export class FakeConn {
 /**
  * A stand-in for the sockpit server written from the protocol alone (docs/protocol.md, TCP
  * lines): it reads base64 or plain JSON lines and hands each message to `onMessage`. It answers
- * nothing by itself; each test decides what the server says.
+ * nothing by itself; each test decides what the server says. With `tls` it is a TLS server
+ * (node:tls) speaking the same lines, as DEVICE_TLS_PORT does.
  */
 export class FakeServer {
   readonly conns: FakeConn[] = [];
-  /** When each connection arrived (Date.now()). */
+  /** When each connection arrived (Date.now()); on TLS, once its handshake succeeded. */
   readonly connectedAt: number[] = [];
+  /** TLS handshakes that failed, with the reason node:tls gives. */
+  readonly handshakeErrors: string[] = [];
   private readonly server: net.Server;
   private waiters: Array<() => void> = [];
   port = 0;
 
-  constructor(private readonly onMessage: (conn: FakeConn, msg: Msg) => void) {
-    this.server = net.createServer((socket) => this.accept(socket));
+  constructor(
+    private readonly onMessage: (conn: FakeConn, msg: Msg) => void,
+    opts: { tls?: tls.TlsOptions } = {},
+  ) {
+    if (opts.tls) {
+      const server = tls.createServer(opts.tls, (socket) => this.accept(socket));
+      server.on('tlsClientError', (err) => {
+        this.handshakeErrors.push(err.message);
+        this.notify();
+      });
+      this.server = server;
+    } else {
+      this.server = net.createServer((socket) => this.accept(socket));
+    }
   }
 
   async listen(port = 0): Promise<number> {

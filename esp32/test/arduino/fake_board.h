@@ -79,7 +79,16 @@ struct Net {
   char connectMode = 'a';
   int32_t lastTimeout = -1;
   uint32_t lastIp = 0;
-  int connects = 0;
+  int connects = 0;       // every TCP connect, plain or under TLS
+  int plainConnects = 0;  // WiFiClient::connect(ip, ...): plain TCP
+  // TLS (WiFiClientSecure): the CA and timeout set, the name given to
+  // connect(), and how the handshake ends: 0 success, else the mbedtls
+  // error lastError() reports (-0x2700 certificate refused, -0x7200 not TLS).
+  const char* ca = nullptr;
+  unsigned long handshakeS = 0;
+  int tlsConnects = 0;
+  std::string tlsHost;
+  int tlsError = 0;
   bool open = false;
   std::string inbox;   // what the server sent, not yet read
   std::string sent;    // what the device wrote
@@ -319,6 +328,7 @@ class WiFiClient {
     ++n.connects;
     n.lastTimeout = timeout_ms;
     n.lastIp = ip;
+    ++n.plainConnects;
     if (n.connectMode == 'r') {
       fake::board().now += 3;
       return 0;
@@ -347,6 +357,52 @@ class WiFiClient {
     return size;
   }
   void stop() { fake::net().open = false; }
+};
+
+// As WiFiClientSecure in both cores: connect(host, port, timeout) resolves
+// the name and verifies the certificate against the CA and that name.
+class WiFiClientSecure : public WiFiClient {
+ public:
+  WiFiClientSecure() : lastError_(0) {}
+  void setCACert(const char* ca) {
+    fake::net().ca = ca;
+    fake::call("setCACert");
+  }
+  void setHandshakeTimeout(unsigned long seconds) { fake::net().handshakeS = seconds; }
+  int connect(const char* host, uint16_t port, int32_t timeout_ms) {
+    (void)port;
+    fake::Net& n = fake::net();
+    ++n.connects;
+    ++n.tlsConnects;
+    n.tlsHost = host;
+    n.lastTimeout = timeout_ms;
+    lastError_ = 0;
+    if (n.connectMode == 'r') {
+      fake::board().now += 3;
+      lastError_ = -1;
+      return 0;
+    }
+    if (n.connectMode == 't') {
+      fake::board().now += static_cast<uint32_t>(timeout_ms);
+      lastError_ = -1;
+      return 0;
+    }
+    if (!n.ca || n.tlsError != 0) {
+      fake::board().now += 40;
+      lastError_ = n.ca ? n.tlsError : -0x2700;
+      return 0;
+    }
+    n.open = true;
+    n.inbox.clear();
+    return 1;
+  }
+  int lastError(char* buf, const size_t size) {
+    snprintf(buf, size, "mbedtls error -0x%04X", static_cast<unsigned>(-lastError_));
+    return lastError_;
+  }
+
+ private:
+  int lastError_;
 };
 
 // ---------------------------------------------------------------- Preferences.h

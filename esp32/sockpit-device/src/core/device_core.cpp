@@ -93,10 +93,10 @@ const char* errorHint(const char* code) {
 
 // " (detail)" or "", for log lines.
 struct Paren {
-  char text[80];
+  char text[124];
   explicit Paren(const char* detail) {
     if (detail && *detail) {
-      snprintf(text, sizeof text, " (%.72s)", detail);
+      snprintf(text, sizeof text, " (%.118s)", detail);
     } else {
       text[0] = '\0';
     }
@@ -129,6 +129,7 @@ DeviceConfig::DeviceConfig()
       backoffCapMs(30000),
       stableAfterMs(10000),
       connectTimeoutMs(5000),
+      tls(false),
       rebootTimeoutMs(0),
       powerOn(PowerOn::Off) {}
 
@@ -252,7 +253,7 @@ void Device::poll() {
 void Device::retryLater(const char* fmt, ...) {
   const uint32_t delay = backoff_.next(p_.random32());
   attempt_.start(p_.nowMs(), delay);
-  char what[240];
+  char what[280];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
@@ -263,7 +264,7 @@ void Device::retryLater(const char* fmt, ...) {
 void Device::connect() {
   const char* host = cfg_.host;
   const unsigned port = cfg_.port;
-  logf("Connecting to the sockpit server at %s:%u ...", host, port);
+  logf("Connecting to the sockpit server at %s:%u%s ...", host, port, cfg_.tls ? " (TLS)" : "");
   const ConnectResult r = p_.tcpConnect(host, cfg_.port, cfg_.connectTimeoutMs);
   if (r != ConnectResult::Ok) {
     const Paren why(p_.tcpError());
@@ -296,7 +297,8 @@ void Device::connect() {
   stable_ = false;
   connectedAt_ = lastRxAt_ = lastTxAt_ = now;
   reboot_.start(now, cfg_.rebootTimeoutMs);
-  logf("Connected. Saying hello as \"%s\" and waiting for the server's welcome ...", cfg_.deviceId);
+  logf("Connected%s. Saying hello as \"%s\" and waiting for the server's welcome ...",
+       cfg_.tls ? " over TLS, the server's certificate checked" : "", cfg_.deviceId);
   if (!buildHello(txJson_, sizeof txJson_, cfg_.deviceId, cfg_.token, cfg_.firmware)) {
     drop("The device id or token is too long to send");
     return;
@@ -309,7 +311,7 @@ void Device::receive() {
   for (int round = 0; round < 8 && connected(); ++round) {
     const int n = p_.tcpRead(rxChunk_, sizeof rxChunk_);
     if (n < 0) {
-      char reason[112];
+      char reason[160];
       snprintf(reason, sizeof reason, "The server closed the connection%s", Paren(p_.tcpError()).text);
       drop(reason);
       return;
@@ -610,7 +612,7 @@ bool Device::sendJson(const char* json) {
   }
   txLine_[len++] = '\n';
   if (!p_.tcpWrite(txLine_, len)) {
-    char reason[112];
+    char reason[160];
     snprintf(reason, sizeof reason, "Could not send to the server%s", Paren(p_.tcpError()).text);
     drop(reason);
     return false;

@@ -46,6 +46,9 @@ struct DeviceConfig {
   uint32_t backoffCapMs;
   uint32_t stableAfterMs;        // online this long: the backoff starts over
   uint32_t connectTimeoutMs;     // bound on one TCP connect
+  // The platform speaks TLS (a CA is configured; it never falls back to
+  // plain TCP). For the log only: TLS itself is the platform's business.
+  bool tls;
   // No connection to the server for this long: restart the board (0: never),
   // as ESPHome's reboot_timeout. The clock stands still while the device
   // rests after "unauthorized", since a restart cannot fix a token.
