@@ -25,6 +25,22 @@
 #define DEVICE_ID "my-relay"
 #define DEVICE_TOKEN "paste-the-token-here"
 
+// ---- TLS (optional, and recommended): the device then speaks only TLS, and
+// the token never crosses the network in clear text. Paste the server's CA
+// (`npx sockpit tls ca` prints it; the dashboard shows it with its
+// fingerprint), one line per string, and set SERVER_PORT to the server's
+// DEVICE_TLS_PORT (7443 unless changed). SERVER_HOST must be a name in the
+// server's certificate (esp32/README.md, "TLS").
+/*
+#define SERVER_CA_SHA256 "AB:CD:...:EF"
+#define SERVER_CA \
+  "-----BEGIN CERTIFICATE-----\n" \
+  "MIIB...\n" \
+  "-----END CERTIFICATE-----\n"
+*/
+// Longest wait for the TLS handshake, in seconds.
+// #define TLS_HANDSHAKE_TIMEOUT_S 10
+
 // ---- Optional settings.
 
 // The GPIO the relay module's IN pin is wired to. Left unset, it is the

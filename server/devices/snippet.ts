@@ -9,7 +9,16 @@ export interface FirmwareSnippetOptions {
   port: number;
   /** A plain warning about `host` (say, that it is only a placeholder), put as a comment above SERVER_HOST. */
   hostNote?: string | null;
+  /**
+   * The server's CA (PEM, and its SHA-256 fingerprint as the page shows it). Given, the config
+   * uses TLS: the CA goes into config.h and SERVER_PORT is the TLS port.
+   */
+  ca?: { pem: string; sha256: string } | null;
+  /** DEVICE_TLS_PORT, used when `ca` is given (default 7443). */
+  tlsPort?: number;
 }
+
+const DEFAULT_TLS_PORT = 7443;
 
 /**
  * A C string literal for `value`: quotes, backslashes and control characters escaped, so that no
@@ -18,6 +27,10 @@ export interface FirmwareSnippetOptions {
  * trigraph can form under a strict -std=c++11.
  */
 function cString(value: string): string {
+  return `"${cStringBody(value)}"`;
+}
+
+function cStringBody(value: string): string {
   let out = '';
   for (const ch of Buffer.from(value, 'utf8')) {
     if (ch === 0x22) out += '\\"';
@@ -26,7 +39,18 @@ function cString(value: string): string {
     else if (ch < 0x20 || ch >= 0x7f) out += '\\' + ch.toString(8).padStart(3, '0');
     else out += String.fromCharCode(ch);
   }
-  return `"${out}"`;
+  return out;
+}
+
+/** The PEM as a macro of string literals, one line each, so config.h stays readable. */
+function caMacro(pem: string): string[] {
+  const lines = pem
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
+  // An empty CA would leave a device that cannot connect, or worse, one built without TLS.
+  if (!lines.some((l) => l.startsWith('-----BEGIN CERTIFICATE-----'))) throw new Error('firmwareSnippet: ca.pem holds no certificate');
+  return ['#define SERVER_CA \\', ...lines.map((l, i) => `  "${cStringBody(l)}\\n"${i < lines.length - 1 ? ' \\' : ''}`)];
 }
 
 /**
@@ -49,7 +73,18 @@ function comment(text: string): string[] {
  * as placeholders, which the board names in its log at start until they are set.
  */
 export function firmwareSnippet(opts: FirmwareSnippetOptions): string {
-  const { id, token, host, port, hostNote } = opts;
+  const { id, token, host, hostNote, ca } = opts;
+  const port = ca ? (opts.tlsPort ?? DEFAULT_TLS_PORT) : opts.port;
+  const tls = ca
+    ? [
+        '',
+        '// TLS: the device speaks only TLS to the server, and refuses a server whose certificate is not',
+        '// from this CA or does not name SERVER_HOST (esp32/README.md, "TLS"). Its SHA-256 fingerprint',
+        '// is the one the dashboard shows.',
+        `#define SERVER_CA_SHA256 ${cString(ca.sha256)}`,
+        ...caMacro(ca.pem),
+      ]
+    : [];
   return [
     '// sockpit-device configuration: save as config.h next to sockpit-device.ino (esp32/sockpit-device/),',
     '// set your Wi-Fi name and password, and upload. Keep it private: it holds the device token.',
@@ -59,7 +94,7 @@ export function firmwareSnippet(opts: FirmwareSnippetOptions): string {
     '#define WIFI_SSID "your-wifi-name"',
     '#define WIFI_PASSWORD "your-wifi-password"',
     '',
-    '// The sockpit server and its device port (DEVICE_PORT).',
+    ca ? '// The sockpit server and its TLS device port (DEVICE_TLS_PORT).' : '// The sockpit server and its device port (DEVICE_PORT).',
     ...(hostNote ? comment(hostNote) : []),
     `#define SERVER_HOST ${cString(host)}`,
     `#define SERVER_PORT ${port}`,
@@ -67,6 +102,7 @@ export function firmwareSnippet(opts: FirmwareSnippetOptions): string {
     '// This device. The token is shown only once; a new one: npx sockpit device token ID',
     `#define DEVICE_ID ${cString(id)}`,
     `#define DEVICE_TOKEN ${cString(token)}`,
+    ...tls,
     '',
     '// Optional; these are the defaults (esp32/README.md explains each).',
     '// The relay: unset, RELAY_PIN is the chip\'s default (26 on the ESP32, 4 on the S2, S3 and C3).',

@@ -8,7 +8,8 @@
  * Also here: the compile-time refusals that name their fix (a chip without a default RELAY_PIN, a
  * pin that belongs to the flash, a config.h without a required setting).
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -51,7 +52,8 @@ async function buildSketch(variant: string, config: string, syntaxOnly = false):
 }
 
 const example = fs.readFileSync(path.join(ROOT, 'esp32', 'sockpit-device', 'config.example.h'), 'utf8');
-const settingsOf = (text: string) => [...text.matchAll(/^#define (\w+)/gm)].map((m) => m[1]!);
+/** The names config.h text #defines, outside comments (config.example.h shows the TLS ones in a comment block). */
+const settingsOf = (text: string) => [...text.replace(/\/\*[\s\S]*?\*\//g, '').matchAll(/^#define (\w+)/gm)].map((m) => m[1]!);
 
 if (!built && required) {
   test('the ESP32 host program is built (ESP32_HOST_REQUIRED=1)', () => {
@@ -108,6 +110,40 @@ const runIt = built && !process.env.SOCKPIT_TEST_DATABASE_URL;
     const smoke = await run(path.join(build.dir, 'sketch-tests'), ['--smoke']);
     expect(smoke.stdout).toContain('sockpit device "id"with\\quotes" starting');
     expect(smoke.stdout).toContain('Server host\\:7000.');
+  });
+});
+
+(runIt ? describe : describe.skip)('with the server CA, the snippet configures TLS', () => {
+  let ca: { pem: string; sha256: string };
+  beforeAll(() => {
+    const dir = tempDir();
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(dir, 'ca.key'),
+      '-out', path.join(dir, 'ca.pem'), '-days', '2', '-subj', '/CN=sockpit test CA'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const pem = fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8');
+    ca = { pem, sha256: new X509Certificate(pem).fingerprint256 };
+  });
+
+  test('the CA, its fingerprint and the TLS port go into config.h', () => {
+    const snippet = firmwareSnippet({ id: 'd1', token: 't1', host: 'sockpit.lan', port: 7000, ca, tlsPort: 7443 });
+    expect(snippet).toContain('#define SERVER_PORT 7443');
+    expect(snippet).not.toContain('#define SERVER_PORT 7000');
+    expect(snippet).toContain(`#define SERVER_CA_SHA256 "${ca.sha256}"`);
+    expect(snippet).toContain('#define SERVER_CA \\\n  "-----BEGIN CERTIFICATE-----\\n" \\\n');
+    expect(snippet).toMatch(/"-----END CERTIFICATE-----\\n"\n/);
+    // Without tlsPort, the server's default TLS port; without a CA, no TLS at all.
+    expect(firmwareSnippet({ id: 'd1', token: 't1', host: 'h', port: 7000, ca })).toContain('#define SERVER_PORT 7443');
+    expect(firmwareSnippet({ id: 'd1', token: 't1', host: 'h', port: 7000, ca: null })).not.toContain('SERVER_CA');
+    expect(() => firmwareSnippet({ id: 'd1', token: 't1', host: 'h', port: 7000, ca: { pem: '', sha256: 'x' } })).toThrow(/holds no certificate/);
+  });
+
+  test.each(['esp32-2x', 's3-3x'])('it compiles with the sketch (%s), and the board starts in TLS-only mode with that CA', async (variant) => {
+    const build = await buildSketch(variant, firmwareSnippet({ id: 'tls-relay', token: 'tok', host: 'sockpit.lan', port: 7000, ca, tlsPort: 7443 }));
+    expect(build.stderr).toBe('');
+    expect(build.code).toBe(0);
+    const smoke = await run(path.join(build.dir, 'sketch-tests'), ['--smoke']);
+    expect(smoke.code).toBe(0);
+    expect(smoke.stdout).toContain(`TLS only: the server must show a certificate for "sockpit.lan" from the CA with SHA-256 ${ca.sha256}.`);
+    expect(smoke.stdout).toContain('Server sockpit.lan:7443.');
   });
 });
 
