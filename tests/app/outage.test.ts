@@ -9,7 +9,7 @@
  */
 import net from 'node:net';
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, startServer, testDatabaseUrl, TestServer } from '../support/server';
+import { addDevice, closeAllServers, db, startServer, testDatabaseUrl, TestServer } from '../support/server';
 import { sleep, until } from '../support/child';
 import { ReliableDevice } from '../support/firmware';
 
@@ -112,7 +112,7 @@ async function outageUnderLoad(server: TestServer, outage: { start(): void; end(
   await until(() => devices.every((d) => d.unanswered === 0), 20_000, 'every reading to be answered after recovery', 100);
   await server.app.writer.flush();
   for (const d of devices) {
-    const points = await server.app.storage.telemetryHistory(d.id, 100_000);
+    const points = await db(server).telemetryHistory(d.id, 100_000);
     const inDb = new Set(points.map((p) => `${p.data.boot}-${p.data.seq}`));
     expect([d.id, d.sent.filter((id) => !inDb.has(id))]).toEqual([d.id, []]);
     expect([d.id, points.length]).toEqual([d.id, d.sent.length]);

@@ -5,7 +5,7 @@
  */
 import { PASSWORD_MAX_BYTES } from '../../server/auth/passwords';
 import { addUser, InputError, setPassword } from '../../server/auth/users';
-import { addDevice, closeAllServers, CookieJar, createUserAndLogin, csrfFrom, login, postForm, startServer, TestServer } from '../support/server';
+import { addDevice, closeAllServers, CookieJar, createUserAndLogin, csrfFrom, db, login, postForm, startServer, TestServer } from '../support/server';
 import { jarWith, landing } from '../support/web';
 
 afterEach(closeAllServers);
@@ -63,7 +63,7 @@ describe('5. brute force', () => {
 describe('6. user enumeration', () => {
   test('when an unknown user and a wrong password are tried, then status, message and time are alike (dummy bcrypt compare)', async () => {
     const server = await startServer({ bcryptRounds: 10, loginMaxAttempts: 1000 });
-    await addUser(server.app.storage, OWNER.username, OWNER.password, OWNER.role, server.config.bcryptRounds);
+    await addUser(db(server), OWNER.username, OWNER.password, OWNER.role, server.config.bcryptRounds);
     const attempt = async (username: string) => {
       const jar = new CookieJar();
       const token = await csrfFrom(server.baseUrl, '/login', jar);
@@ -108,10 +108,10 @@ describe('7. bcrypt’s 72-byte limit (longer passwords are refused, not pre-has
     const server = await startServer();
     const long = 'ü'.repeat(37); // 74 bytes, 37 characters
     expect(Buffer.byteLength(long)).toBeGreaterThan(PASSWORD_MAX_BYTES);
-    await expect(addUser(server.app.storage, 'ann', long, 'viewer', 4)).rejects.toThrow(InputError);
-    expect(await server.app.storage.getUserByName('ann')).toBeNull();
-    await addUser(server.app.storage, 'ann', 'ann password', 'viewer', 4);
-    await expect(setPassword(server.app.storage, 'ann', long, 4)).rejects.toThrow(/at most 72 bytes/);
+    await expect(addUser(db(server), 'ann', long, 'viewer', 4)).rejects.toThrow(InputError);
+    expect(await db(server).getUserByName('ann')).toBeNull();
+    await addUser(db(server), 'ann', 'ann password', 'viewer', 4);
+    await expect(setPassword(db(server), 'ann', long, 4)).rejects.toThrow(/at most 72 bytes/);
     await expect(login(server, 'ann', 'ann password')).resolves.toContain('sockpit.sid=');
   });
 
@@ -121,13 +121,13 @@ describe('7. bcrypt’s 72-byte limit (longer passwords are refused, not pre-has
     const res = await postForm(server.baseUrl, '/admin/users', '/admin/users', { username: 'bob', password: 'x'.repeat(73), role: 'viewer' }, jar);
     expect(res.status).toBe(400);
     expect(await res.text()).toContain('at most 72 bytes');
-    expect(await server.app.storage.getUserByName('bob')).toBeNull();
+    expect(await db(server).getUserByName('bob')).toBeNull();
   });
 
   test('when a login password shares its first 72 bytes with the real one but is longer, then it is refused', async () => {
     const server = await startServer();
     const exact = 'p'.repeat(72);
-    await addUser(server.app.storage, 'max', exact, 'viewer', 4);
+    await addUser(db(server), 'max', exact, 'viewer', 4);
     await expect(login(server, 'max', exact + 'anything')).rejects.toThrow('401');
     await expect(login(server, 'max', exact)).resolves.toContain('sockpit.sid=');
   });
@@ -169,7 +169,7 @@ describe('8. CSRF', () => {
     const server = await startServer();
     const cookie = await createUserAndLogin(server, OWNER);
     await createUserAndLogin(server, { username: 'vic', password: 'vic password', role: 'viewer' });
-    const vic = (await server.app.storage.getUserByName('vic'))!;
+    const vic = (await db(server).getUserByName('vic'))!;
     const dev = await addDevice(server, 'csrf-dev');
     // A token that is valid, but for the attacker's own session.
     const attackerToken = await csrfFrom(server.baseUrl, '/admin/devices', jarWith(await login(server, OWNER.username, OWNER.password)));
@@ -186,10 +186,10 @@ describe('8. CSRF', () => {
         expect([path, res.status]).toEqual([path, 403]);
       }
     }
-    expect(await server.app.storage.getDevice('csrf-new')).toBeNull();
-    expect((await server.app.storage.getDevice('csrf-dev'))!.tokenHash).toBe((await server.app.storage.getDevice(dev.id))!.tokenHash);
-    expect(await server.app.storage.getUserByName('mallory')).toBeNull();
-    expect((await server.app.storage.getUserByName('vic'))!.role).toBe('viewer');
+    expect(await db(server).getDevice('csrf-new')).toBeNull();
+    expect((await db(server).getDevice('csrf-dev'))!.tokenHash).toBe((await db(server).getDevice(dev.id))!.tokenHash);
+    expect(await db(server).getUserByName('mallory')).toBeNull();
+    expect((await db(server).getUserByName('vic'))!.role).toBe('viewer');
     expect(await fetch(server.baseUrl + '/', { headers: { cookie }, redirect: 'manual' }).then((r) => r.status)).toBe(200);
   });
 
@@ -202,7 +202,7 @@ describe('8. CSRF', () => {
       redirect: 'manual',
     });
     expect(setup.status).toBe(403);
-    expect(await fresh.app.storage.countUsers()).toBe(0);
+    expect(await db(fresh).countUsers()).toBe(0);
 
     const server = await startServer();
     await createUserAndLogin(server, OWNER);
@@ -230,6 +230,6 @@ describe('8. CSRF', () => {
       redirect: 'manual',
     });
     expect(res.status).toBe(201);
-    expect(await server.app.storage.getDevice('via-header')).not.toBeNull();
+    expect(await db(server).getDevice('via-header')).not.toBeNull();
   });
 });

@@ -1,5 +1,5 @@
 /** First setup, login and the CSRF token (server/auth/routes.ts, server/auth/session.ts); see docs/security.md cases 5-8. */
-import { closeAllServers, CookieJar, createUserAndLogin, postForm, startServer } from '../support/server';
+import { closeAllServers, CookieJar, createUserAndLogin, db, postForm, startServer } from '../support/server';
 
 afterEach(closeAllServers);
 
@@ -17,7 +17,7 @@ describe('setup and login', () => {
     const dash = await fetch(server.baseUrl + '/', { headers: { cookie: jar.header() } });
     expect(dash.status).toBe(200);
     expect(await dash.text()).toContain('data-page="dashboard"');
-    expect((await server.app.storage.getUserByName('owner'))!.role).toBe('admin');
+    expect((await db(server).getUserByName('owner'))!.role).toBe('admin');
     const again = await fetch(server.baseUrl + '/setup', { redirect: 'manual' });
     expect(again.status).toBe(303);
   });
@@ -49,7 +49,7 @@ describe('setup and login', () => {
       redirect: 'manual',
     });
     expect(res.status).toBe(403);
-    expect(await server.app.storage.getDevice('sneaky')).toBeNull();
+    expect(await db(server).getDevice('sneaky')).toBeNull();
     const login = await fetch(server.baseUrl + '/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'username=owner&password=correct+horse', redirect: 'manual' });
     expect(login.status).toBe(403);
   });

@@ -4,7 +4,7 @@
  */
 import { RawDevice } from '../support/device';
 import { cli, killCliChildren, NO_STACK, ok } from '../support/cli';
-import { closeAllServers, createUserAndLogin, login, startServer, TestServer } from '../support/server';
+import { closeAllServers, createUserAndLogin, db, login, startServer, TestServer } from '../support/server';
 
 /** A hello with that token: 'welcome' or 'unauthorized' (and then the connection is closed). */
 async function helloResult(server: TestServer, id: string, token: string): Promise<'welcome' | 'unauthorized'> {
@@ -56,7 +56,7 @@ describe('sockpit device …', () => {
     // The token stands on its own line (to copy), and the simulate line repeats it.
     expect(out.split('\n').map((l) => l.trim())).toContain(token);
     expect(await helloResult(server, id, token)).toBe('welcome');
-    expect((await server.app.storage.getDevice(id))!.name).toBe('Greenhouse sensor');
+    expect((await db(server).getDevice(id))!.name).toBe('Greenhouse sensor');
   });
 
   test('when `device list` runs, then it shows each device with its name, and a device that said hello with its firmware', async () => {
@@ -102,7 +102,7 @@ describe('sockpit device …', () => {
     const out = await ok(server, ['device', 'remove', id]);
     expect(out).toContain(id);
     expect(await ok(server, ['device', 'list'])).not.toContain(id);
-    expect(await server.app.storage.getDevice(id)).toBeFalsy();
+    expect(await db(server).getDevice(id)).toBeFalsy();
     expect(await helloResult(server, id, token)).toBe('unauthorized');
 
     const again = await cli(server, ['device', 'remove', id]);
@@ -146,7 +146,7 @@ describe('sockpit user …', () => {
 
     const added = await ok(server, ['user', 'add', name, '--role', 'operator'], { input: `${first}\n` });
     expect(added.trim()).toBe(`User ${name} added with role operator.`);
-    expect((await server.app.storage.getUserByName(name))!.role).toBe('operator');
+    expect((await db(server).getUserByName(name))!.role).toBe('operator');
     expect(await login(server, name, first)).toMatch(/sockpit\.sid=/);
 
     const list = (await ok(server, ['user', 'list'])).trimEnd().split('\n');
@@ -176,12 +176,12 @@ describe('sockpit user …', () => {
     const name = uniq('boss');
     await ok(server, ['user', 'add', name, '--role', 'admin'], { input: 'boss password 1\n' });
     // On PostgreSQL earlier tests of this file may have left other admins; only check when alone.
-    if ((await server.app.storage.countAdmins()) !== 1) return;
+    if ((await db(server).countAdmins()) !== 1) return;
     const r = await cli(server, ['user', 'remove', name]);
     expect(r.code).not.toBe(0);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/^sockpit: .*admin/);
-    expect(await server.app.storage.getUserByName(name)).toBeTruthy();
+    expect(await db(server).getUserByName(name)).toBeTruthy();
   });
 });
 
@@ -214,6 +214,6 @@ describe('bad usage', () => {
     expect(r.stderr).not.toMatch(NO_STACK);
     expect(r.stderr).not.toMatch(/Error:|node:internal/);
     expect(r.stdout).toBe('');
-    expect(await server.app.storage.getUserByName('bob')).toBeFalsy();
+    expect(await db(server).getUserByName('bob')).toBeFalsy();
   });
 });

@@ -6,7 +6,7 @@ import { createClient } from 'redis';
 import { Leases } from '../../server/cluster/redis/leases';
 import { createLogger } from '../../server/logger';
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, login, nextEvent } from '../support/server';
+import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, login, metric, nextEvent } from '../support/server';
 import { clusterAvailable, redisDb, startInstances, waitFor } from '../support/cluster';
 
 const describeCluster = clusterAvailable ? describe : describe.skip;
@@ -24,7 +24,7 @@ describeCluster('several instances on Redis', () => {
     const socket = await connectSocket(b!, cookie);
     const { token } = await addDevice(a!, 'esp-r');
     const device = await RawDevice.hello(a!.devicePort, 'esp-r', token);
-    await waitFor('presence on B', async () => (await b!.app.fabric.presence(['esp-r'])).get('esp-r')?.online);
+    await waitFor('presence on B', async () => (await emitAck(socket, 'fleet:list', {})).devices.find((d: { id: string }) => d.id === 'esp-r')?.online);
 
     const acked = nextEvent(socket, 'command:status', (c) => c.status === 'acked');
     const res = await emitAck(socket, 'command:send', { deviceId: 'esp-r', action: 'togglerele' });
@@ -131,7 +131,7 @@ describeCluster('several instances on Redis', () => {
     await new Promise((r) => setTimeout(r, 500));
     const got = device.rawLines.map((l) => JSON.parse(Buffer.from(l, 'base64').toString())).filter((m) => m.type === 'fromservertonode');
     expect(got.map((m) => m.id).sort()).toEqual([...ids].sort());
-    for (const id of ids) await waitFor(`${id} acked`, async () => (await a!.app.storage.getCommand(id))?.status === 'acked');
+    for (const id of ids) await waitFor(`${id} acked`, async () => (await db(a!).getCommand(id))?.status === 'acked');
     socket.close();
     device.close();
   });
@@ -150,7 +150,7 @@ describeCluster('several instances on Redis', () => {
     await waitFor('expired', async () => expired.includes(res.command.id), 5000);
     await new Promise((r) => setTimeout(r, 1500)); // both sweepers have run again by now
     expect(expired.filter((id) => id === res.command.id)).toHaveLength(1);
-    expect((await a!.app.storage.getCommand(res.command.id))!.status).toBe('expired');
+    expect((await db(a!).getCommand(res.command.id))!.status).toBe('expired');
     socket.close();
   });
 
@@ -165,7 +165,7 @@ describeCluster('several instances on Redis', () => {
     await Promise.all([cmd.connect(), sub.connect()]);
     const ghost = new Leases({ cmd, ns: 'sockpit:11', instanceId: 'ghost', leaseMs: 1000 });
     await ghost.claim('esp-ghost', 'tcp');
-    expect((await a!.app.fabric.presence(['esp-ghost'])).get('esp-ghost')?.online).toBe(true);
+    expect((await emitAck(socket, 'fleet:list', {})).devices.find((d: { id: string }) => d.id === 'esp-ghost')?.online).toBe(true);
     const diedAt = Date.now();
     cmd.destroy();
     sub.destroy();
@@ -188,11 +188,13 @@ describeCluster('several instances on Redis', () => {
     // notice); the offline A announces is corrected at once.
     expect(await first.next((m) => m.type === 'error')).toMatchObject({ error: 'going_away', detail: 'replaced by a newer connection of this device' });
     await first.waitClosed();
-    await waitFor('A to let go of it', async () => a!.app.registry.get('esp-m') === undefined);
+    await waitFor('A to let go of it', async () => (await metric(a!, 'sockpit_devices_online')) === 0);
     // A command sent through A now goes to the new connection on B.
     const res = await emitAck(socket, 'command:send', { deviceId: 'esp-m', action: 'togglerele' });
     expect((await second.next((m) => m.type === 'fromservertonode')).id).toBe(res.command.id);
-    await waitFor('presence online after the correction', async () => (await b!.app.fabric.presence(['esp-m'])).get('esp-m')?.online);
+    const onB = await connectSocket(b!, cookie);
+    await waitFor('presence online after the correction', async () => (await emitAck(onB, 'fleet:list', {})).devices.find((d: { id: string }) => d.id === 'esp-m')?.online);
+    onB.close();
     second.close();
     socket.close();
   });

@@ -1,6 +1,6 @@
 /** Commands from the dashboard to a device: docs/protocol.md ("Commands"). */
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, nextEvent, startServer } from '../support/server';
+import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, nextEvent, startServer } from '../support/server';
 
 afterEach(closeAllServers);
 
@@ -27,7 +27,7 @@ describe('Send Action to Node', () => {
     device.send({ type: 'ack', id: cmd.id, ok: true, result: { relay: true } });
     const status = await acked;
     expect(status).toMatchObject({ id: res.command.id, status: 'acked', result: { relay: true } });
-    expect((await server.app.storage.getCommand(res.command.id))!.status).toBe('acked');
+    expect((await db(server).getCommand(res.command.id))!.status).toBe('acked');
     socket.close();
     device.close();
   });
@@ -85,10 +85,10 @@ describe('Send Action to Node', () => {
     const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
     const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
     await device.next((m) => m.type === 'fromservertonode');
-    expect((await server.app.storage.getCommand(res.command.id))!.status).toBe('sent');
+    expect((await db(server).getCommand(res.command.id))!.status).toBe('sent');
     socket.close();
     const again = await server.restart();
-    const cmd = await again.app.storage.getCommand(res.command.id);
+    const cmd = await db(again).getCommand(res.command.id);
     expect(cmd!.status).toBe('timeout');
     device.close();
   });

@@ -8,7 +8,7 @@ import { DEFAULT_LIMITS } from '../../server/devices/session';
 import type { TcpLink } from '../../server/devices/transports/tcp';
 import { encodeLine } from '../../server/devices/codec';
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, startServer, TestServer } from '../support/server';
+import { addDevice, closeAllServers, db, startServer, TestServer } from '../support/server';
 import { sleep, until } from '../support/child';
 
 afterEach(closeAllServers);
@@ -18,7 +18,7 @@ const BIG_PARAMS = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`set
 
 async function setup(): Promise<{ server: TestServer; user: { id: number; username: string } }> {
   const server = await startServer();
-  const u = await addUser(server.app.storage, 'owner', 'correct horse', 'admin', 4);
+  const u = await addUser(db(server), 'owner', 'correct horse', 'admin', 4);
   return { server, user: { id: u.id, username: u.username } };
 }
 

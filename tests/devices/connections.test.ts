@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { DEFAULT_LIMITS } from '../../server/devices/session';
 import { encode, RawDevice } from '../support/device';
-import { addDevice, closeAllServers, startServer } from '../support/server';
+import { addDevice, closeAllServers, metric, startServer } from '../support/server';
 import { sleep, until } from '../support/child';
 
 afterEach(closeAllServers);
@@ -45,7 +45,7 @@ describe('14. slowloris and idle connections', () => {
       clearInterval(trickle);
     }
     expect(await silent.next((m) => m.type === 'error', 100)).toMatchObject({ error: 'protocol', detail: 'no hello within 10 s' });
-    await until(() => server.app.core.connectionCount === 0, 2000, 'the server to forget the connections');
+    await until(async () => (await metric(server, 'sockpit_device_connections')) === 0, 2000, 'the server to forget the connections');
   }, 20_000);
 
   test('when a device says nothing (or only part of a line) for the idle timeout, then it is closed, while one that pings stays', async () => {
@@ -65,7 +65,7 @@ describe('14. slowloris and idle connections', () => {
       expect(p).toBeLessThan(4000);
       await sleep(1000);
       expect(pinger!.closed).toBe(false);
-      expect(server.app.registry.get('pinger')).toBeDefined();
+      expect(await metric(server, 'sockpit_devices_online')).toBe(1); // the pinger
     } finally {
       clearInterval(pings);
       pinger!.close();

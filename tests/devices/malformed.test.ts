@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { decodeLine, LineSplitter, MAX_LINE_BYTES } from '../../server/devices/codec';
 import { parseDeviceMessage } from '../../server/devices/messages';
 import { encode, RawDevice } from '../support/device';
-import { addDevice, closeAllServers, startServer, TestServer } from '../support/server';
+import { addDevice, closeAllServers, db, metric, startServer, TestServer } from '../support/server';
 import { sleep, until } from '../support/child';
 
 afterAll(closeAllServers);
@@ -110,14 +110,14 @@ describe('15. malformed lines', () => {
   });
 
   test('when a device ends the connection in the middle of a line, then that partial line is dropped, not stored, and nothing breaks', async () => {
-    const before = await server.app.storage.countTelemetry('esp-bad');
+    const before = await db(server).countTelemetry('esp-bad');
     const d = await RawDevice.hello(server.devicePort, 'esp-bad', token);
     d.write(encode({ type: 'telemetry', id: 'cut-1', data: { v: 1 } }).slice(0, 30));
     d.socket.end();
     await d.waitClosed();
-    await until(() => server.app.registry.get('esp-bad') === undefined, 2000, 'the device to go offline');
+    await until(async () => (await metric(server, 'sockpit_devices_online')) === 0, 2000, 'the device to go offline');
     await server.app.writer.flush();
-    expect(await server.app.storage.countTelemetry('esp-bad')).toBe(before);
+    expect(await db(server).countTelemetry('esp-bad')).toBe(before);
     const again = await RawDevice.hello(server.devicePort, 'esp-bad', token);
     again.send({ type: 'ping' });
     await again.next((m) => m.type === 'pong');
@@ -200,7 +200,7 @@ describe('15. fuzz', () => {
         }),
         { numRuns: 150 },
       );
-      await until(() => server.app.core.connectionCount === 1, 5000, 'fuzz connections to close');
+      await until(async () => (await metric(server, 'sockpit_device_connections')) === 1, 5000, 'fuzz connections to close');
       const health = await fetch(server.baseUrl + '/healthz');
       expect(health.status).toBe(200);
     } finally {

@@ -1,6 +1,6 @@
 /** The device line protocol (docs/protocol.md) on a real connection: hello, replies in the device's encoding, limits, reliable telemetry. */
 import { RawDevice, encode } from '../support/device';
-import { addDevice, closeAllServers, startServer, TestServer } from '../support/server';
+import { addDevice, closeAllServers, db, metric, startServer, TestServer } from '../support/server';
 import { REPLY_FLUSH_CHUNK } from '../../server/devices/core';
 
 let server: TestServer;
@@ -19,7 +19,7 @@ describe('device line protocol', () => {
     expect(welcome).toMatchObject({ type: 'welcome', device: 'esp-1' });
     expect(typeof welcome.time).toBe('number');
     expect(d.rawLines[0]).toMatch(/^[A-Za-z0-9+/=]+$/);
-    expect(server.app.registry.get('esp-1')).toBeDefined();
+    expect(await metric(server, 'sockpit_devices_online')).toBe(1);
     d.close();
   });
 
@@ -73,10 +73,10 @@ describe('device line protocol', () => {
     const d = await RawDevice.hello(server.devicePort, 'esp-4', token);
     d.send({ type: 'telemetry', id: 'b1-1', data: { t: 21.5 } });
     expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b1-1' });
-    expect(await server.app.storage.countTelemetry('esp-4')).toBe(1);
+    expect(await db(server).countTelemetry('esp-4')).toBe(1);
     d.send({ type: 'telemetry', id: 'b1-1', data: { t: 21.5 } });
     expect(await d.next((m) => m.type === 'stored')).toEqual({ type: 'stored', id: 'b1-1' });
-    expect(await server.app.storage.countTelemetry('esp-4')).toBe(1);
+    expect(await db(server).countTelemetry('esp-4')).toBe(1);
     d.close();
   });
 
@@ -133,8 +133,7 @@ describe('device line protocol', () => {
     let history: { data: unknown }[] = [];
     for (let i = 0; i < 50 && history.length === 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
-      await server.app.writer.flush();
-      history = await server.app.storage.telemetryHistory(id, 10);
+      history = await db(server).telemetryHistory(id, 10);
     }
     expect(history.map((p) => p.data)).toEqual([{ sensor: 'gps', time: 1351824120 }]);
     d.close();
@@ -163,8 +162,8 @@ describe('token changes made elsewhere', () => {
     const a = await RawDevice.hello(server.devicePort, 'rot-1', token);
     const b = await RawDevice.hello(server.devicePort, 'rot-2', t2);
     const { rotateDeviceToken, removeDevice } = await import('../../server/devices/admin');
-    await rotateDeviceToken(server.app.storage, 'rot-1');
-    await removeDevice(server.app.storage, 'rot-2');
+    await rotateDeviceToken(db(server), 'rot-1');
+    await removeDevice(db(server), 'rot-2');
     await server.app.core.revalidate();
     expect(await a.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'token changed' });
     expect(await b.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'device removed' });

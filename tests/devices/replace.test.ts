@@ -4,7 +4,7 @@
  * covers changes made outside the process; tests/cli/cli.test.ts the CLI.)
  */
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, postForm, startServer } from '../support/server';
+import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, metric, postForm, startServer } from '../support/server';
 import { sleep, until } from '../support/child';
 import { jarWith } from '../support/web';
 
@@ -33,7 +33,7 @@ describe('17. duplicate device id and token rotation', () => {
     second.send({ type: 'ack', id: cmd.id, ok: true });
     second.send({ type: 'telemetry', id: 'r-1', data: { v: 1 } });
     await second.next((m) => m.type === 'stored');
-    await until(async () => (await server.app.storage.getCommand(res.command.id))!.status === 'acked', 3000, 'the ack');
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'acked', 3000, 'the ack');
     expect(first.received.filter((m) => m.type === 'fromservertonode')).toEqual([]);
     socket.close();
     second.close();
@@ -46,11 +46,11 @@ describe('17. duplicate device id and token rotation', () => {
     await sleep(300);
     const open = conns.filter((c) => c && !c.closed);
     expect(open.length).toBe(1);
-    expect(server.app.registry.onlineCount).toBe(1);
+    expect(await metric(server, 'sockpit_devices_online')).toBe(1);
     open[0]!.send({ type: 'ping' });
     await open[0]!.next((m) => m.type === 'pong');
     for (const c of conns) c?.close();
-    await until(() => server.app.registry.onlineCount === 0, 2000, 'the device to go offline');
+    await until(async () => (await metric(server, 'sockpit_devices_online')) === 0, 2000, 'the device to go offline');
   });
 
   test('when an admin rotates a device’s token in the page, then the live connection is kicked, the old token is refused and the new one works', async () => {

@@ -3,7 +3,7 @@
  * user was removed is dropped at the next session re-check (server/realtime/io.ts).
  */
 import { SESSION_RECHECK_MS } from '../../server/realtime/io';
-import { closeAllServers, connectSocket, createUserAndLogin, nextEvent, startServer } from '../support/server';
+import { closeAllServers, connectSocket, createUserAndLogin, db, nextEvent, startServer } from '../support/server';
 import { editSession, sidOf } from '../support/web';
 
 afterEach(closeAllServers);
@@ -16,7 +16,7 @@ describe('4. sockets of dead sessions', () => {
   });
 
   test.each([
-    ['deleted', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) => server.app.storage.destroySession(sid)],
+    ['deleted', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) => db(server).destroySession(sid)],
     ['expired', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) => editSession(server, sid, () => {}, Date.now() - 1000)],
     ['past its absolute lifetime', async (server: Awaited<ReturnType<typeof startServer>>, sid: string) =>
       editSession(server, sid, (s) => (s.loginAt = Date.now() - 9 * 3_600_000))],
@@ -37,9 +37,9 @@ describe('4. sockets of dead sessions', () => {
     const ann = await createUserAndLogin(server, { username: 'ann', password: 'ann password', role: 'operator' });
     const s1 = await connectSocket(server, ann);
     const s2 = await connectSocket(server, ann);
-    const annId = (await server.app.storage.getUserByName('ann'))!.id;
+    const annId = (await db(server).getUserByName('ann'))!.id;
     // Removing through storage only: no HTTP request of ann's runs, so only the socket paths can notice.
-    await server.app.storage.deleteUser(annId);
+    await db(server).deleteUser(annId);
     const gone1 = new Promise((r) => s1.once('disconnect', r));
     const gone2 = new Promise((r) => s2.once('disconnect', r));
     expect(await s1.timeout(5000).emitWithAck('fleet:list', {})).toEqual({ ok: false, error: 'forbidden' });

@@ -6,7 +6,7 @@
 import { io as ioClient } from 'socket.io-client';
 import { MAX_EVENT_BYTES } from '../../server/realtime/io';
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, ClientSocket, connectSocket, createUserAndLogin, emitAck, startServer, TestServer } from '../support/server';
+import { addDevice, ClientSocket, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, startServer, TestServer } from '../support/server';
 
 afterEach(closeAllServers);
 
@@ -83,7 +83,7 @@ describe('10. socket events', () => {
       expect([event, payload, await emitAck(socket, event, payload)]).toEqual([event, payload, { ok: false, error: 'bad_request' }]);
     }
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
-    expect(await server.app.storage.listCommands('esp-1', 10)).toEqual([]);
+    expect(await db(server).listCommands('esp-1', 10)).toEqual([]);
     // An event without an ack callback, and an unknown event, are ignored without harm.
     socket.emit('command:send', { deviceId: 'esp-1', action: 'togglerele' });
     socket.emit('admin:everything', { please: true });
@@ -119,18 +119,18 @@ describe('10. socket events', () => {
     const { server, socket } = await loggedIn('operator');
     const { token } = await addDevice(server, 'esp-1');
     const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
-    const op = (await server.app.storage.getUserByName('operator'))!;
+    const op = (await db(server).getUserByName('operator'))!;
     expect((await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' })).ok).toBe(true);
     await device.next((m) => m.type === 'fromservertonode');
-    await server.app.storage.setUserRole(op.id, 'viewer');
+    await db(server).setUserRole(op.id, 'viewer');
     expect(await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' })).toEqual({ ok: false, error: 'forbidden' });
     // A viewer still watches.
     expect((await emitAck(socket, 'device:watch', { deviceId: 'esp-1' })).ok).toBe(true);
-    await server.app.storage.setUserRole(op.id, 'operator');
+    await db(server).setUserRole(op.id, 'operator');
     expect((await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' })).ok).toBe(true);
     await device.next((m) => m.type === 'fromservertonode');
     expect(device.received.filter((m) => m.type === 'fromservertonode')).toEqual([]);
-    expect((await server.app.storage.listCommands('esp-1', 10)).length).toBe(2);
+    expect((await db(server).listCommands('esp-1', 10)).length).toBe(2);
     socket.close();
     device.close();
   });

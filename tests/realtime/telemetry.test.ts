@@ -19,8 +19,12 @@ describe('live telemetry', () => {
     const live = nextEvent(socket, 'device:telemetry', (p) => p.deviceId === 'esp-1');
     device.send({ sensor: 'gps', time: 1351824120 });
     expect((await live).data).toEqual({ sensor: 'gps', time: 1351824120 });
-    await server.app.writer.flush();
-    const history = await emitAck(socket, 'telemetry:history', { deviceId: 'esp-1' });
+    // Stored once the writer's batch commits: ask until it is there.
+    let history = await emitAck(socket, 'telemetry:history', { deviceId: 'esp-1' });
+    for (let i = 0; i < 50 && history.points.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      history = await emitAck(socket, 'telemetry:history', { deviceId: 'esp-1' });
+    }
     expect(history.points.map((p: { data: unknown }) => p.data)).toEqual([{ sensor: 'gps', time: 1351824120 }]);
     const list = await emitAck(socket, 'fleet:list', {});
     expect(list.devices[0]).toMatchObject({ id: 'esp-1', online: true, latest: { sensor: 'gps', time: 1351824120 } });

@@ -3,7 +3,7 @@
  * seen from a logged-in dashboard socket.
  */
 import { cli, killCliChildren, NO_STACK, ok, spawnCli } from '../support/cli';
-import { closeAllServers, connectSocket, createUserAndLogin, emitAck, nextEvent, startServer } from '../support/server';
+import { closeAllServers, connectSocket, createUserAndLogin, db, emitAck, nextEvent, startServer } from '../support/server';
 
 /** Every id and name is unique per test: on PostgreSQL the whole file shares one schema. */
 let n = 0;
@@ -42,10 +42,10 @@ describe('sockpit simulate', () => {
 
     // Telemetry with ids, durably stored (every 200 ms, so a few within a couple of seconds).
     const deadline = Date.now() + 10_000;
-    let points = await server.app.storage.telemetryHistory(id, 100);
+    let points = await db(server).telemetryHistory(id, 100);
     while (points.length < 3 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      points = await server.app.storage.telemetryHistory(id, 100);
+      points = await db(server).telemetryHistory(id, 100);
     }
     expect(points.length).toBeGreaterThanOrEqual(3);
     expect(points.at(-1)!.data).toMatchObject({ relay: false, rssi: expect.any(Number), temp_c: expect.any(Number) });

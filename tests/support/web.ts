@@ -1,5 +1,5 @@
 /** Small helpers for the web and session cases. */
-import { CookieJar, TestServer } from './server';
+import { CookieJar, db, TestServer } from './server';
 
 /** The session id inside a `sockpit.sid=s%3A<sid>.<signature>` cookie header. */
 export function sidOf(cookieHeader: string): string {
@@ -23,7 +23,7 @@ export async function editSession(
   edit: (data: Record<string, unknown>) => void,
   expiresAt?: number,
 ): Promise<void> {
-  const storage = server.app.storage;
+  const storage = db(server);
   const raw = await storage.getSession(sid, Date.now());
   if (raw === null) throw new Error('no such session');
   const data = JSON.parse(raw) as Record<string, unknown>;

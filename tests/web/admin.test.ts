@@ -1,5 +1,5 @@
 /** The admin pages (server/web/pages.ts): devices and users, for admins only. */
-import { closeAllServers, CookieJar, createUserAndLogin, login, postForm, startServer } from '../support/server';
+import { closeAllServers, CookieJar, createUserAndLogin, db, login, postForm, startServer } from '../support/server';
 
 afterEach(closeAllServers);
 
@@ -36,14 +36,14 @@ describe('admin pages', () => {
     const jar = new CookieJar();
     jar.store(new Response(null, { headers: { 'set-cookie': cookie } }));
     expect((await postForm(server.baseUrl, '/admin/users', '/admin/users', { username: 'ann', password: 'ann password', role: 'viewer' }, jar)).status).toBe(200);
-    const ann = (await server.app.storage.getUserByName('ann'))!;
+    const ann = (await db(server).getUserByName('ann'))!;
     await postForm(server.baseUrl, '/admin/users', `/admin/users/${ann.id}/role`, { role: 'operator' }, jar);
-    expect((await server.app.storage.getUserByName('ann'))!.role).toBe('operator');
-    const owner = (await server.app.storage.getUserByName('owner'))!;
+    expect((await db(server).getUserByName('ann'))!.role).toBe('operator');
+    const owner = (await db(server).getUserByName('owner'))!;
     const demote = await postForm(server.baseUrl, '/admin/users', `/admin/users/${owner.id}/role`, { role: 'viewer' }, jar);
     expect(demote.status).toBe(400);
     await postForm(server.baseUrl, '/admin/users', `/admin/users/${ann.id}/remove`, {}, jar);
-    expect(await server.app.storage.getUserByName('ann')).toBeNull();
+    expect(await db(server).getUserByName('ann')).toBeNull();
     await expect(login(server, 'ann', 'ann password')).rejects.toThrow();
   });
 });
