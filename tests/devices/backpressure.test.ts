@@ -8,7 +8,7 @@ import { DEFAULT_LIMITS } from '../../server/devices/session';
 import type { TcpLink } from '../../server/devices/transports/tcp';
 import { encodeLine } from '../../server/devices/codec';
 import { RawDevice } from '../support/device';
-import { addDevice, closeAllServers, db, startServer, TestServer } from '../support/server';
+import { addDevice, closeAllServers, db, metric, startServer, TestServer } from '../support/server';
 import { sleep, until } from '../support/child';
 
 afterEach(closeAllServers);
@@ -112,7 +112,7 @@ describe('16. backpressure', () => {
     const stats = await watch.stop();
     expect(stats.count).toBeGreaterThan(10);
     keptItsLatency(baseline, stats);
-    await until(() => server.app.core.connectionCount === 0, 2000, 'every connection to be gone');
+    await until(async () => (await metric(server, 'sockpit_device_connections')) === 0, 2000, 'every connection to be gone');
   });
 
   test('when a device stops reading with less than a full queue pending, then it is dropped after the drain timeout (30 s by default)', async () => {
