@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import type { Logger } from 'pino';
@@ -16,9 +17,7 @@ import { DeviceCore } from './devices/core';
 import { Presence } from './devices/presence';
 import { DeviceRegistry } from './devices/registry';
 import { DEFAULT_LIMITS } from './devices/session';
-import { MqttStatus, MqttTransport } from './devices/transports/mqtt';
-import { TcpTransport } from './devices/transports/tcp';
-import { DEVICE_WS_PATH, WebSocketTransport } from './devices/transports/websocket';
+import { createDeviceListeners, DeviceListeners, DevicePorts, ListenerStatus } from './devices/listeners';
 import { healthRoutes } from './health/routes';
 import { Lifecycle } from './lifecycle';
 import { createLogger } from './logger';
@@ -26,6 +25,7 @@ import { Broadcaster, IO } from './realtime/broadcast';
 import { createHandlers } from './realtime/handlers';
 import { createIO, endSession, registerRealtime } from './realtime/io';
 import { openStorage, Storage } from './storage';
+import { TlsMaterial } from './tls/material';
 import { TelemetryWriter } from './telemetry/writer';
 import { mountWeb } from './web/http';
 
@@ -42,9 +42,13 @@ export interface App {
   readonly fabric: Fabric;
   readonly httpServer: http.Server;
   /** The device listeners. */
-  readonly transports: { readonly tcp: TcpTransport; readonly websocket: WebSocketTransport; readonly mqtt: MqttTransport | null };
+  readonly transports: DeviceListeners;
+  /** The certificate of the TLS listeners (null when none is on). */
+  readonly tls: TlsMaterial | null;
   /** Starts the HTTP and device listeners; resolves with the ports actually bound. */
   listen(): Promise<Listening>;
+  /** Reads TLS_CERT/TLS_KEY again, or renews the own certificate if due (SIGHUP). */
+  reloadTls(): Promise<void>;
   /** Stops accepting, says goodbye to devices and browsers, flushes telemetry and closes storage. */
   close(): Promise<void>;
 }
@@ -52,11 +56,9 @@ export interface App {
 /** Where the app listens once started. */
 export interface Listening {
   httpPort: number;
-  devicePort: number;
-  /** The WebSocket path for devices on the HTTP port. */
-  wsPath: string;
-  /** The MQTT listener: its port, or why it is not running (`off`, or the port was taken). */
-  mqtt: MqttStatus;
+  /** The HTTPS port (pages and wss:// devices), or null when HTTPS_PORT is off. */
+  httpsPort: number | null;
+  devices: DevicePorts;
 }
 
 /**
@@ -83,13 +85,18 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
   const sessionStore = cluster?.sessionStore ?? parts.add('session store', new StorageSessionStore(storage, config.sessionIdleMin * 60_000), (s) => s.close());
   const sessionMiddleware = createSessionMiddleware(config, secret, sessionStore);
 
+  const tls = needsTls(config) ? parts.add('tls', await TlsMaterial.open({ dataDir: config.dataDir, certFile: config.tlsCert, keyFile: config.tlsKey, publicHost: config.devicePublicHost, log }), (t) => t.close()) : null;
   const web = express();
   const httpServer = http.createServer(web);
+  const httpsServer = tls && config.httpsPort !== null ? secureHttp(web, tls) : null;
   const io = createIO(httpServer, config, cluster?.adapter);
+  if (httpsServer) io.engine.attach(httpsServer, { path: `${io.path()}/`, destroyUpgrade: false });
   parts.onClose('http and socket.io', async () => {
     io.disconnectSockets(true);
+    httpsServer?.close();
     await new Promise<void>((resolve) => io.close(() => resolve()));
     httpServer.closeAllConnections();
+    httpsServer?.closeAllConnections();
   });
   const broadcast = parts.add('broadcast', new Broadcaster(io, { clustered: cluster !== null, log: log.child({ component: 'realtime' }) }), (b) => b.close());
   const writer = parts.add('telemetry writer', new TelemetryWriter(storage, log, { maxRows: config.telemetryBatchRows, maxDelayMs: config.telemetryBatchMs }), (w) => w.close());
@@ -115,14 +122,7 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     ),
     (c) => c.close(),
   );
-  const tcp = parts.add('tcp listener', new TcpTransport(core, log, { maxConnections: config.deviceMaxConnections }), (t) => t.close());
-  const websocket = parts.add('websocket listener', new WebSocketTransport(core, log, { trustProxy: config.trustProxy }), (w) => w.close());
-  websocket.attach(httpServer);
-  const mqtt =
-    config.mqttPort === null
-      ? null
-      : parts.add('mqtt listener', await MqttTransport.create(core, log, { maxConnections: config.deviceMaxConnections, drainTimeoutMs: DEFAULT_LIMITS.drainTimeoutMs }), (m) => m.close());
-  let mqttStatus: MqttStatus = { state: 'off' };
+  const transports = await createDeviceListeners({ core, config, log, parts, tls, httpServer, httpsServer });
   const handlers = createHandlers({ storage, fabric, commands, broadcast });
   parts.add('realtime', registerRealtime(io, { config, storage, handlers, broadcast, sessionMiddleware, sessionStore, log }), (r) => r.close());
 
@@ -144,9 +144,13 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     log,
     throttle: cluster?.throttle ?? createLoginThrottle(config.loginMaxAttempts),
     sessionMiddleware,
-    health: healthRoutes({ storage, fabric, core, registry, writer, commands, broadcast, io: () => io, mqtt: () => mqttStatus }),
+    health: healthRoutes({ storage, fabric, core, registry, writer, commands, broadcast, io: () => io, devicePorts: () => transports.ports }),
     fabric,
     devices: core,
+    endpoints: () => {
+      const { tcp, tcpTls } = transports.ports;
+      return { tcp: tcp.state === 'listening' ? tcp.port : null, tcpTls: tcpTls.state === 'listening' ? tcpTls.port : null, ca: tls?.ca ?? null };
+    },
     endSession: (sid, reason) => endSession(io, sid, reason),
     api,
   });
@@ -164,40 +168,63 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     writer,
     fabric,
     httpServer,
-    transports: { tcp, websocket, mqtt },
+    transports,
+    tls,
+    reloadTls: async () => tls?.reload(),
     async listen() {
-      const devicePort = await tcp.listen(config.devicePort, config.host);
-      if (mqtt && config.mqttPort !== null) {
-        try {
-          mqttStatus = { state: 'listening', port: await mqtt.listen(config.mqttPort, config.host) };
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-          // Often another broker (Mosquitto, Home Assistant's) already has it: run without MQTT.
-          mqttStatus = { state: 'port in use', port: config.mqttPort };
-          log.warn({ port: config.mqttPort }, `MQTT port ${config.mqttPort} is already in use (another broker?); running without MQTT. Set MQTT_PORT to another port, or MQTT_PORT=off`);
-        }
-      }
-      await new Promise<void>((resolve, reject) => {
-        httpServer.once('error', reject);
-        httpServer.listen(config.port, config.host, () => {
-          httpServer.off('error', reject);
-          resolve();
-        });
-      });
+      const devices = await transports.listen();
+      const httpPort = await listenHttp(httpServer, config.port, config.host);
+      const httpsPort = httpsServer ? await listenHttp(httpsServer, config.httpsPort!, config.host) : null;
       // Registered last, so it runs first at close: no new browsers or devices from here on.
       parts.onClose('stop accepting', () => {
-        httpServer.close();
-        // Idle keep-alive connections would hold io.close() (which waits for the HTTP server) open.
-        httpServer.closeIdleConnections();
+        for (const server of [httpServer, httpsServer]) {
+          server?.close();
+          // Idle keep-alive connections would hold io.close() (which waits for the HTTP server) open.
+          server?.closeIdleConnections();
+        }
       });
-      const httpPort = (httpServer.address() as AddressInfo).port;
-      const mqttPort = mqttStatus.state === 'listening' ? mqttStatus.port : null;
-      log.info({ httpPort, devicePort, wsPath: DEVICE_WS_PATH, mqttPort, storage: storage.kind, cluster: fabric.kind }, 'sockpit listening');
-      return { httpPort, devicePort, wsPath: DEVICE_WS_PATH, mqtt: mqttStatus };
+      const port = (l: ListenerStatus) => (l.state === 'listening' ? l.port : null);
+      log.info(
+        {
+          httpPort,
+          httpsPort,
+          devicePort: port(devices.tcp),
+          deviceTlsPort: port(devices.tcpTls),
+          wsPath: devices.wsPath,
+          mqttPort: port(devices.mqtt),
+          mqttTlsPort: port(devices.mqttTls),
+          storage: storage.kind,
+          cluster: fabric.kind,
+        },
+        'sockpit listening',
+      );
+      return { httpPort, httpsPort, devices };
     },
     close: () => {
       log.info('shutting down');
       return parts.close().then(() => log.info('stopped'));
     },
   };
+}
+
+/** Any TLS listener on: the own CA (or TLS_CERT) is needed. */
+function needsTls(config: Config): boolean {
+  return config.deviceTlsPort !== null || config.mqttTlsPort !== null || config.httpsPort !== null;
+}
+
+/** HTTPS for the pages, Socket.IO and wss:// devices, with the TLS listeners' certificate (renewals included). */
+function secureHttp(web: express.Express, tls: TlsMaterial): https.Server {
+  const server = https.createServer(tls.serverOptions(), web);
+  tls.on('changed', () => server.setSecureContext(tls.secureContext()));
+  return server;
+}
+
+function listenHttp(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
 }

@@ -14,8 +14,8 @@ export interface BannerInfo {
   httpUrl: string;
   /** No user exists yet: every page leads to /setup, which creates the owner account. */
   setupPending: boolean;
-  /** The raw TCP device port, as bound. */
-  devicePort: number;
+  /** The raw TCP device port, as bound; null when plain device ports are off (DEVICE_PLAINTEXT=false). */
+  devicePort: number | null;
   /**
    * The address devices on the network dial (DEVICE_PUBLIC_HOST, else this machine's network
    * address); null when none is known or the listener is bound to loopback only.
@@ -39,8 +39,10 @@ export function bannerText(info: BannerInfo): string {
   const open = info.setupPending
     ? line('Open', `${url}/setup  (no account yet: create the owner account there)`)
     : line('Open', url);
-  let tcp = `TCP port ${info.devicePort}`;
-  if (info.loopbackOnly) tcp += ' (this computer only: HOST is a loopback address)';
+  let tcp = info.devicePort === null ? 'TCP off (DEVICE_PLAINTEXT=false)' : `TCP port ${info.devicePort}`;
+  if (info.devicePort === null) {
+    // nothing more to say about a port that is off
+  } else if (info.loopbackOnly) tcp += ' (this computer only: HOST is a loopback address)';
   else if (info.deviceHost) tcp += `  (from your network: ${info.deviceHost}:${info.devicePort})`;
   const lines = [
     '',

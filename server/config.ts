@@ -8,6 +8,17 @@ export interface Config {
   devicePort: number;
   /** The embedded MQTT listener's port; null when MQTT_PORT=off. */
   mqttPort: number | null;
+  /** TCP lines over TLS (DEVICE_TLS_PORT); null when off. */
+  deviceTlsPort: number | null;
+  /** MQTT over TLS (MQTT_TLS_PORT); null when off. */
+  mqttTlsPort: number | null;
+  /** HTTPS for the pages and wss:// devices (HTTPS_PORT); null (the default) when off. */
+  httpsPort: number | null;
+  /** The certificate and key the TLS listeners present (TLS_CERT, TLS_KEY); null: sockpit's own CA in DATA_DIR/tls/. */
+  tlsCert: string | null;
+  tlsKey: string | null;
+  /** Accept devices on the plain ports (DEVICE_PLAINTEXT); false refuses them. */
+  devicePlaintext: boolean;
   dataDir: string;
   databaseUrl: string | null;
   redisUrl: string | null;
@@ -145,6 +156,11 @@ export function loadConfig(env: Env = process.env, opts: { stdoutIsTTY?: boolean
   if (sessionSecret !== null && sessionSecret.length < 16) {
     throw new ConfigError('SESSION_SECRET', 'must be at least 16 characters long');
   }
+  const tlsCert = str(env, 'TLS_CERT') ?? null;
+  const tlsKey = str(env, 'TLS_KEY') ?? null;
+  if ((tlsCert === null) !== (tlsKey === null)) {
+    throw new ConfigError(tlsCert === null ? 'TLS_CERT' : 'TLS_KEY', 'TLS_CERT and TLS_KEY go together: set both (PEM files), or neither to use sockpit\'s own certificate');
+  }
   const host = str(env, 'HOST') ?? '0.0.0.0';
   if (!/^[A-Za-z0-9.:\-[\]]+$/.test(host)) throw new ConfigError('HOST', `is not a host name or address: "${host}"`);
   return {
@@ -152,6 +168,12 @@ export function loadConfig(env: Env = process.env, opts: { stdoutIsTTY?: boolean
     host,
     devicePort: port(env, 'DEVICE_PORT', 7000),
     mqttPort: optionalPort(env, 'MQTT_PORT', 1883),
+    deviceTlsPort: optionalPort(env, 'DEVICE_TLS_PORT', 7443),
+    mqttTlsPort: optionalPort(env, 'MQTT_TLS_PORT', 8883),
+    httpsPort: optionalPort(env, 'HTTPS_PORT', null),
+    tlsCert: tlsCert === null ? null : path.resolve(tlsCert),
+    tlsKey: tlsKey === null ? null : path.resolve(tlsKey),
+    devicePlaintext: bool(env, 'DEVICE_PLAINTEXT', true),
     dataDir: path.resolve(str(env, 'DATA_DIR') ?? './data'),
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),

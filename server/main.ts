@@ -1,11 +1,13 @@
 import os from 'node:os';
-import { App, createApp } from './app';
-import { bannerText, BannerInfo } from './banner';
+import { App, createApp, Listening } from './app';
+import { bannerText, BannerInfo, BannerLine } from './banner';
 import { Config, ConfigError, loadConfig } from './config';
+import { TlsSetupError } from './tls/material';
+import type { ListenerStatus } from './devices/listeners';
 import { chooseDeviceHost, isLoopbackHost } from './web/device-host';
 
 /** What the start banner says, from the settings and the ports actually bound. */
-async function bannerInfo(app: App, config: Config, ports: { httpPort: number; devicePort: number }): Promise<BannerInfo> {
+async function bannerInfo(app: App, config: Config, ports: Listening): Promise<BannerInfo> {
   const bindAll = config.host === '0.0.0.0' || config.host === '::' || config.host === '[::]';
   const loopbackOnly = !bindAll && isLoopbackHost(config.host);
   const local = bindAll || loopbackOnly ? 'localhost' : config.host.includes(':') && !config.host.startsWith('[') ? `[${config.host}]` : config.host;
@@ -16,7 +18,18 @@ async function bannerInfo(app: App, config: Config, ports: { httpPort: number; d
     deviceHost = choice.source === 'placeholder' ? null : choice.host;
   }
   const setupPending = (await app.storage.countUsers().catch(() => 1)) === 0;
-  return { httpUrl, setupPending, devicePort: ports.devicePort, deviceHost, loopbackOnly };
+  const d = ports.devices;
+  const where = deviceHost ?? local;
+  const state = (l: ListenerStatus, setting: string) =>
+    l.state === 'listening' ? `port ${l.port}` : l.state === 'off' ? `off (${setting}=off)` : `off: port ${l.port} is in use (another broker?); set ${setting}`;
+  const extra: BannerLine[] = [];
+  if (d.wsPlain) extra.push({ label: 'WebSocket', value: `ws://${where}:${ports.httpPort}${d.wsPath}` });
+  if (ports.httpsPort !== null) extra.push({ label: 'WebSocket', value: `wss://${where}:${ports.httpsPort}${d.wsPath}  (HTTPS pages: https://${local}:${ports.httpsPort})` });
+  if (d.mqtt.state !== 'off' || config.devicePlaintext) extra.push({ label: 'MQTT', value: state(d.mqtt, 'MQTT_PORT') });
+  if (d.tcpTls.state === 'listening') extra.push({ label: 'TLS', value: `lines on port ${d.tcpTls.port}, MQTT ${state(d.mqttTls, 'MQTT_TLS_PORT')}` });
+  if (app.tls?.ca) extra.push({ label: 'CA', value: `SHA-256 ${app.tls.ca.sha256}  (npx sockpit tls ca prints it)` });
+  const devicePort = d.tcp.state === 'listening' ? d.tcp.port : null;
+  return { httpUrl, setupPending, devicePort, deviceHost, loopbackOnly, extra };
 }
 
 /** Entry point: parse settings, listen, handle signals. Everything else lives in createApp. */
@@ -56,13 +69,19 @@ async function main(): Promise<void> {
       },
     );
   };
+  // SIGHUP: read TLS_CERT/TLS_KEY again (or renew the own certificate if due); devices stay connected.
+  process.on('SIGHUP', () => void app.reloadTls());
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
 main().catch((err: Error & { code?: string; syscall?: string; port?: number }) => {
   // Operational start-up failures get one clear line; anything else is a bug worth its stack.
-  if (err.code === 'EADDRINUSE') process.stderr.write(`sockpit: port ${err.port} is already in use (set PORT or DEVICE_PORT)\n`);
+  if (err instanceof TlsSetupError) {
+    process.stderr.write(`sockpit: bad setting ${err.message}\n`);
+    process.exit(2);
+  }
+  if (err.code === 'EADDRINUSE') process.stderr.write(`sockpit: port ${err.port} is already in use (set PORT, DEVICE_PORT, DEVICE_TLS_PORT or HTTPS_PORT)\n`);
   else if (err.code === 'EACCES') process.stderr.write(`sockpit: not allowed to listen on port ${err.port}\n`);
   else if (err.code === 'ECONNREFUSED' || /connect|database|migration|SQLITE/i.test(err.message)) process.stderr.write(`sockpit: cannot start: ${err.message}\n`);
   else process.stderr.write(`sockpit: failed to start: ${err.stack ?? err.message}\n`);

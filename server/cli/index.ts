@@ -7,6 +7,7 @@ import { ConfigError, loadConfig } from '../config';
 import { addDevice, removeDevice, rotateDeviceToken } from '../devices/admin';
 import { SimulatedDevice } from '../simulator/device';
 import { openStorage, Storage } from '../storage';
+import { loadOrCreateCa, TlsSetupError } from '../tls/material';
 
 const USAGE = `Usage: sockpit <command>
 
@@ -23,6 +24,7 @@ const USAGE = `Usage: sockpit <command>
   apikey list [--json]
   apikey revoke ID
   simulate --id ID --token TOKEN [--host 127.0.0.1] [--port 7000] [--interval-ms 5000]
+  tls ca                                       prints sockpit's own CA certificate (PEM) for devices
 
 Settings come from the environment as for the server (DATA_DIR, DATABASE_URL, DEVICE_PORT).`;
 
@@ -219,6 +221,18 @@ async function simulate(args: string[]): Promise<void> {
   process.on('SIGTERM', stop);
 }
 
+/** `tls ca`: the CA devices trust (docs/security.md); made on first use, as the server would. */
+async function tlsCommand(args: string[]): Promise<void> {
+  const [sub] = args;
+  if (sub !== 'ca') throw new UsageError(`unknown tls command "${sub ?? ''}"`);
+  const config = loadConfig(process.env);
+  if (config.tlsCert) {
+    throw new InputError(`TLS_CERT is set (${config.tlsCert}): sockpit presents that certificate, so devices need the CA that signed it, not sockpit's own`);
+  }
+  const ca = await loadOrCreateCa(config.dataDir);
+  process.stdout.write(ca.certPem.endsWith('\n') ? ca.certPem : `${ca.certPem}\n`);
+}
+
 export async function runCli(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   try {
@@ -226,6 +240,7 @@ export async function runCli(argv: string[]): Promise<void> {
     else if (cmd === 'device') await device(rest);
     else if (cmd === 'apikey') await apikey(rest);
     else if (cmd === 'simulate') await simulate(rest);
+    else if (cmd === 'tls') await tlsCommand(rest);
     else if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') console.log(USAGE);
     else throw new UsageError(`unknown command "${cmd}"`);
   } catch (err) {
@@ -235,7 +250,7 @@ export async function runCli(argv: string[]): Promise<void> {
     } else if (err instanceof InputError) {
       console.error(`sockpit: ${err.message}`);
       process.exitCode = 1;
-    } else if (err instanceof ConfigError) {
+    } else if (err instanceof ConfigError || err instanceof TlsSetupError) {
       console.error(`sockpit: bad setting ${err.message}`);
       process.exitCode = 2;
     } else {

@@ -4,7 +4,7 @@ import type { Fabric } from '../cluster/fabric';
 import type { CommandService } from '../commands/service';
 import type { DeviceCore } from '../devices/core';
 import type { DeviceRegistry } from '../devices/registry';
-import type { MqttStatus } from '../devices/transports/mqtt';
+import type { DevicePorts, ListenerStatus } from '../devices/listeners';
 import type { Broadcaster, IO } from '../realtime/broadcast';
 import type { Storage } from '../storage';
 import type { TelemetryWriter } from '../telemetry/writer';
@@ -18,8 +18,8 @@ export interface HealthDeps {
   commands: CommandService;
   broadcast?: Broadcaster;
   io: () => IO;
-  /** The MQTT listener's state, for /readyz. */
-  mqtt?: () => MqttStatus;
+  /** The device listeners' state, for /readyz. */
+  devicePorts?: () => DevicePorts;
 }
 
 /** A counter whose value is read from a running total kept by the component itself. */
@@ -90,13 +90,14 @@ export function healthRoutes(deps: HealthDeps): Router {
     const storage = await timeout(deps.storage.ping()).then(() => true, () => false);
     const redis = deps.fabric.kind === 'redis' ? await timeout(deps.fabric.healthy()).catch(() => false) : null;
     const ok = storage && !deps.writer.unhealthy && redis !== false;
-    const mqtt = deps.mqtt?.();
+    const ports = deps.devicePorts?.();
+    const state = (l: ListenerStatus) => (l.state === 'listening' ? 'ok' : l.state === 'off' ? 'off' : `off: port ${l.port} is in use`);
     res.status(ok ? 200 : 503).json({
       status: ok ? 'ready' : 'unavailable',
       storage: storage && !deps.writer.unhealthy ? 'ok' : 'unreachable',
       ...(redis === null ? {} : { redis: redis ? 'ok' : 'unreachable' }),
       // Not part of readiness: without its port sockpit still serves every other transport.
-      ...(mqtt ? { mqtt: mqtt.state === 'listening' ? 'ok' : mqtt.state === 'off' ? 'off' : `off: port ${mqtt.port} is in use` } : {}),
+      ...(ports ? { mqtt: state(ports.mqtt), mqttTls: state(ports.mqttTls) } : {}),
     });
   });
   r.get('/metrics', async (_req, res) => {

@@ -20,6 +20,7 @@ export interface WebDeps {
   health: express.Router;
   fabric: PageDeps['fabric'];
   devices: PageDeps['devices'];
+  endpoints: PageDeps['endpoints'];
   /** Disconnects every socket of a login session (logout). */
   endSession: (sid: string, reason: 'logout' | 'expired') => void;
   /** The REST API (docs/api.md): before the pages' body parsers and error pages, after the security headers. */
@@ -66,7 +67,7 @@ export function mountWeb(web: Express, deps: WebDeps): void {
   });
   web.use(verifyCsrf);
   web.use(authRoutes({ config, storage, throttle: deps.throttle, log, endSession: deps.endSession }));
-  web.use(pageRoutes({ config, storage, fabric: deps.fabric, devices: deps.devices }));
+  web.use(pageRoutes({ config, storage, fabric: deps.fabric, devices: deps.devices, endpoints: deps.endpoints }));
   web.use((req, res) => {
     res.status(404).render('error', { title: 'Not found', status: 404, message: 'There is nothing here.', user: req.user ?? null, csrfToken: req.session ? csrfToken(req) : '' });
   });

@@ -9,15 +9,27 @@ import { csrfToken, requireLogin, requireRole, roleAtLeast } from '../auth/sessi
 import type { LiveDevices } from '../devices/core';
 import { fleetViews } from '../devices/views';
 import type { Storage } from '../storage';
+import type { CaInfo } from '../tls/material';
 import { chooseDeviceHost, DeviceHostChoice } from './device-host';
 
 export interface PageDeps {
   config: Config;
   storage: Storage;
   fabric: Fabric;
-  /** Disconnects a device whose token was rotated or which was removed. */
   /** Closes the connection of a device whose token was rotated or which was removed. */
   devices: LiveDevices;
+  /** Where devices connect, as bound (the firmware snippet and the simulator line name them). */
+  endpoints: () => DeviceEndpoints;
+}
+
+/** The ports devices dial and the CA they trust, for the page. */
+export interface DeviceEndpoints {
+  /** The plain TCP port; null when off (DEVICE_PLAINTEXT=false). */
+  tcp: number | null;
+  /** The TLS port for lines; null when off. */
+  tcpTls: number | null;
+  /** sockpit's own CA (null with TLS_CERT, or no TLS). */
+  ca: CaInfo | null;
 }
 
 /** The host the browser used to reach this page (without brackets), or null. */
@@ -30,7 +42,7 @@ function deviceHost(req: Request, config: Config): DeviceHostChoice {
   return chooseDeviceHost({ configured: config.devicePublicHost, browserHost: browserHost(req), interfaces: os.networkInterfaces() });
 }
 
-/** The dashboard, the device page and the admin pages (SPEC §5). */
+/** The dashboard, the device page and the admin pages (README, "First steps"). */
 export function pageRoutes(deps: PageDeps): Router {
   const { config, storage, fabric } = deps;
   const r = Router();
@@ -54,6 +66,11 @@ export function pageRoutes(deps: PageDeps): Router {
   });
   const created = (req: Request, id: string, name: string, token: string) => {
     const device = deviceHost(req, config);
+    const ends = deps.endpoints();
+    // With sockpit's own CA and its TLS port, the firmware config uses TLS: the token never
+    // crosses the network in clear text. The plain port stays for firmware without TLS.
+    const tls = ends.ca && ends.tcpTls !== null ? { ca: ends.ca, tlsPort: ends.tcpTls } : null;
+    const plainPort = ends.tcp ?? config.devicePort;
     // The simulator runs where the person is, so it dials the address their browser just used
     // (loopback included); DEVICE_PUBLIC_HOST wins when set, as for any device.
     const simHost = config.devicePublicHost ?? browserHost(req) ?? device.host;
@@ -68,8 +85,11 @@ export function pageRoutes(deps: PageDeps): Router {
       host: device.host,
       hostWarning: device.warning,
       hostHint,
-      snippet: firmwareSnippet({ id, token, host: device.host, port: config.devicePort, hostNote: device.warning }),
-      simulate: simulateLine(id, token, simHost, config.devicePort),
+      snippet: firmwareSnippet({ id, token, host: device.host, port: plainPort, hostNote: device.warning, ...(tls ?? {}) }),
+      simulate: simulateLine(id, token, simHost, ends.tcp ?? plainPort),
+      ca: tls?.ca ?? null,
+      tlsPort: tls?.tlsPort ?? null,
+      plainPort: ends.tcp,
     };
   };
 

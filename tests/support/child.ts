@@ -34,6 +34,10 @@ export function childEnv(more: Record<string, string> = {}): Record<string, stri
     HOST: '127.0.0.1',
     PORT: '0',
     DEVICE_PORT: '0',
+    // Its own MQTT port (the machine's broker has 1883); TLS listeners only where a test asks.
+    MQTT_PORT: '0',
+    DEVICE_TLS_PORT: 'off',
+    MQTT_TLS_PORT: 'off',
     LOG_LEVEL: 'info',
     BCRYPT_ROUNDS: '4',
   };

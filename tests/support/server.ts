@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { io as ioClient, Socket as ClientSocket } from 'socket.io-client';
 import { App, createApp } from '../../server/app';
+import type { ListenerStatus } from '../../server/devices/listeners';
 import { addUser } from '../../server/auth/users';
 import { Config, loadConfig } from '../../server/config';
 import { addDevice as addDeviceToStorage } from '../../server/devices/admin';
@@ -19,6 +20,8 @@ export interface TestServer {
   wsUrl: string;
   /** The MQTT listener's port (tests get one of their own; the machine's broker has 1883). */
   mqttPort: number;
+  /** The TLS listeners' ports, 0 when off (ask for them with deviceTlsPort/mqttTlsPort/httpsPort: 0). */
+  tlsPorts: { tcp: number; mqtt: number; https: number };
   dataDir: string;
   close(): Promise<void>;
   /** Closes this server and starts a new one on the same data (and the same device port). */
@@ -48,6 +51,10 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     port: 0,
     devicePort: 0,
     mqttPort: 0,
+    // TLS listeners only where a test asks for them (each makes a CA and a certificate).
+    deviceTlsPort: null,
+    mqttTlsPort: null,
+    httpsPort: null,
     dataDir,
     databaseUrl: databaseOf.get(dataDir) ?? testDatabaseUrl(),
     logLevel: process.env.TEST_LOG_LEVEL ? (process.env.TEST_LOG_LEVEL as Config['logLevel']) : 'silent',
@@ -56,15 +63,18 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
   };
   databaseOf.set(dataDir, config.databaseUrl);
   const app = await createApp(config);
-  const { httpPort, devicePort, wsPath, mqtt } = await app.listen();
-  const mqttPort = mqtt.state === 'listening' ? mqtt.port : 0;
+  const { httpPort, httpsPort, devices } = await app.listen();
+  const port = (l: ListenerStatus) => (l.state === 'listening' ? l.port : 0);
+  const devicePort = port(devices.tcp);
+  const mqttPort = port(devices.mqtt);
   const server: TestServer = {
     app,
     config,
     baseUrl: `http://127.0.0.1:${httpPort}`,
     devicePort,
-    wsUrl: `ws://127.0.0.1:${httpPort}${wsPath}`,
+    wsUrl: `ws://127.0.0.1:${httpPort}${devices.wsPath}`,
     mqttPort,
+    tlsPorts: { tcp: port(devices.tcpTls), mqtt: port(devices.mqttTls), https: httpsPort ?? 0 },
     dataDir,
     async close() {
       open.delete(server);
@@ -72,7 +82,17 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     },
     async restart(more = {}) {
       await server.close();
-      return startServer({ ...overrides, dataDir, devicePort, ...(mqttPort ? { mqttPort } : {}), ...more });
+      const tls = server.tlsPorts;
+      return startServer({
+        ...overrides,
+        dataDir,
+        devicePort,
+        ...(mqttPort ? { mqttPort } : {}),
+        ...(tls.tcp ? { deviceTlsPort: tls.tcp } : {}),
+        ...(tls.mqtt ? { mqttTlsPort: tls.mqtt } : {}),
+        ...(tls.https ? { httpsPort: tls.https } : {}),
+        ...more,
+      });
     },
   };
   open.add(server);

@@ -6,7 +6,9 @@ import type { Admission, DeviceCore } from '../core';
 import { DEVICE_ID_RE } from '../messages';
 import type { CommandMessage, ServerMessage } from '../outbound';
 import type { DeviceLink, DeviceSession, Done } from '../session';
-import { listenOn, remoteAddressOf } from './tcp';
+import type { TlsMaterial } from '../../tls/material';
+import { listenOn, remoteAddressOf } from './net';
+import { secureServer } from './secure';
 
 /** The topics of one device (docs/protocol.md, "MQTT"). */
 export const topics = {
@@ -14,9 +16,6 @@ export const topics = {
   ack: (id: string) => `sockpit/${id}/ack`,
   commands: (id: string) => `sockpit/${id}/commands`,
 };
-
-/** The MQTT listener: its port, or why it is not running (`off`, or the port was taken). */
-export type MqttStatus = { state: 'listening'; port: number } | { state: 'off' } | { state: 'port in use'; port: number };
 
 /** aedes's clients can stop and resume reading (it does so itself while authenticating). */
 type PausableClient = Client & { pause(): void; resume(): void };
@@ -160,7 +159,7 @@ type Identity = { deviceId: string; credential: string };
  * published to the device's commands topic once it subscribes. It only frames; the core does the rest.
  */
 export class MqttTransport {
-  readonly server: net.Server;
+  private readonly servers: net.Server[] = [];
   private readonly identities = new WeakMap<Client, Identity>();
   private readonly links = new WeakMap<Client, MqttLink>();
   private readonly admissions = new Map<Client, Admission>();
@@ -169,11 +168,8 @@ export class MqttTransport {
     private readonly core: DeviceCore,
     private readonly log: Logger,
     private readonly broker: Aedes,
-    opts: MqttTransportOptions,
+    private readonly opts: MqttTransportOptions,
   ) {
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
-    this.server.maxConnections = opts.maxConnections;
-    this.server.on('error', (err) => this.log.error({ err }, 'mqtt listener error'));
     broker.on('client', (client) => this.opened(client));
     broker.on('subscribe', (subs, client) => {
       const link = this.links.get(client);
@@ -201,23 +197,31 @@ export class MqttTransport {
     return transport;
   }
 
-  listen(port: number, host: string): Promise<number> {
-    return listenOn(this.server, port, host);
+  /** Listens on a port, in plain text or (with `tls`) over TLS; resolves with the port bound. */
+  async listen(port: number, host: string, tls: TlsMaterial | null = null): Promise<number> {
+    const server = tls
+      ? secureServer(tls, this.core, this.log, (socket, admission) => this.accept(socket, admission))
+      : net.createServer({ noDelay: true }, (socket) => {
+          socket.on('error', () => {});
+          const admission = this.core.admit(remoteAddressOf(socket));
+          if (admission) this.accept(socket, admission);
+          else socket.destroy();
+        });
+    server.maxConnections = this.opts.maxConnections;
+    const bound = await listenOn(server, port, host);
+    server.on('error', (err) => this.log.error({ err }, 'mqtt listener error'));
+    this.servers.push(server);
+    return bound;
   }
 
   /** Stops accepting and ends the broker (MQTT 3.1.1 has no goodbye for a server to send). */
   async close(): Promise<void> {
-    this.server.close();
+    for (const s of this.servers) s.close();
     await new Promise<void>((resolve) => this.broker.close(() => resolve()));
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, admission: Admission): void {
     socket.on('error', () => {});
-    const admission = this.core.admit(remoteAddressOf(socket));
-    if (!admission) {
-      socket.destroy();
-      return;
-    }
     const client = this.broker.handle(socket);
     // Until CONNECT is through, the connection holds its place; then its session does.
     this.admissions.set(client, admission);

@@ -1,12 +1,18 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { encodeLine, Encoding, LineSplitter, MAX_LINE_BYTES } from '../codec';
-import type { DeviceCore } from '../core';
+import type { Admission, DeviceCore } from '../core';
+import type { TlsMaterial } from '../../tls/material';
+import { listenOn, remoteAddressOf } from './net';
+import { secureServer } from './secure';
 import { error as errorMessage, ServerMessage } from '../outbound';
 import type { DeviceLink, DeviceSession } from '../session';
 
 /** Bytes read and thrown away after the server decided to close, before it stops reading. */
 const DISCARD_AFTER_CLOSE_BYTES = 64 * 1024;
+
+/** The first byte of a TLS handshake record (a ClientHello). */
+const TLS_HANDSHAKE_RECORD = 0x16;
 
 /** How long a connection the server ended may stay half-open (a device that never reads). */
 const END_GRACE_MS = 2000;
@@ -26,6 +32,8 @@ export class TcpLink implements DeviceLink {
   constructor(
     readonly socket: net.Socket,
     private readonly maxOutQueueBytes: number,
+    /** On a plain port: where to say that a TLS client came to the wrong port. */
+    private readonly plainPortLog: Logger | null,
   ) {
     this.remoteAddress = remoteAddressOf(socket);
     socket.setNoDelay(true);
@@ -97,6 +105,12 @@ export class TcpLink implements DeviceLink {
       return;
     }
     const session = this.session!;
+    if (this.plainPortLog && this.socket.bytesRead === chunk.length && chunk[0] === TLS_HANDSHAKE_RECORD) {
+      // A TLS ClientHello on the plain port: nothing it can read would help; say so here and close.
+      this.plainPortLog.info({ remote: this.remoteAddress }, 'a TLS client connected to the plain device port; TLS devices use DEVICE_TLS_PORT');
+      session.destroy('TLS client on the plain port');
+      return;
+    }
     const ok = this.splitter.push(chunk, (line) => session.receive(line));
     if (!ok) session.error('line_too_long', `lines are limited to ${MAX_LINE_BYTES} bytes`, true);
   }
@@ -114,13 +128,12 @@ export class TcpLink implements DeviceLink {
   }
 }
 
-export function remoteAddressOf(socket: net.Socket): string {
-  return (socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
-}
 
 export interface TcpTransportOptions {
   /** Device connections allowed in total (net.Server.maxConnections). */
   maxConnections: number;
+  /** Lines over TLS with this certificate (DEVICE_TLS_PORT); plain TCP without. */
+  tls?: TlsMaterial | null;
 }
 
 /** The TCP line listener (docs/protocol.md): it only frames; the core does the rest. */
@@ -132,7 +145,9 @@ export class TcpTransport {
     private readonly log: Logger,
     opts: TcpTransportOptions,
   ) {
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server = opts.tls
+      ? secureServer(opts.tls, core, log, (socket, admission) => this.open(socket, admission, false))
+      : net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.server.maxConnections = opts.maxConnections;
     this.server.on('error', (err) => this.log.error({ err }, 'device listener error'));
   }
@@ -155,18 +170,11 @@ export class TcpTransport {
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
-    const link = new TcpLink(socket, this.core.limits.maxOutQueueBytes);
+    this.open(socket, admission, true);
+  }
+
+  private open(socket: net.Socket, admission: Admission, plain: boolean): void {
+    const link = new TcpLink(socket, this.core.limits.maxOutQueueBytes, plain ? this.log : null);
     link.attach(this.core.open(link, admission));
   }
-}
-
-/** net.Server.listen as a promise of the bound port. */
-export function listenOn(server: net.Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as net.AddressInfo).port);
-    });
-  });
 }

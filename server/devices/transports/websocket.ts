@@ -93,6 +93,8 @@ class WebSocketLink implements DeviceLink {
 export interface WebSocketTransportOptions {
   /** Behind a reverse proxy: the device's address is the first of X-Forwarded-For. */
   trustProxy: boolean;
+  /** Accept devices on plain ws:// (DEVICE_PLAINTEXT); else only wss:// on the HTTPS port. */
+  plaintext: boolean;
   /** WebSocket-level pings, as signs of life of a device that only listens. */
   pingIntervalMs?: number;
 }
@@ -105,10 +107,9 @@ export interface WebSocketTransportOptions {
  */
 export class WebSocketTransport {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_LINE_BYTES, perMessageDeflate: false, clientTracking: true });
-  private readonly servers: HttpServer[] = [];
+  private readonly servers: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] = [];
   private readonly pinger: NodeJS.Timeout;
   private closed = false;
-  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head);
 
   constructor(
     private readonly core: DeviceCore,
@@ -121,20 +122,21 @@ export class WebSocketTransport {
     this.pinger.unref();
   }
 
-  /** Serves devices on this HTTP(S) server's upgrades to DEVICE_WS_PATH. */
-  attach(server: HttpServer): void {
-    server.on('upgrade', this.onUpgrade);
-    this.servers.push(server);
+  /** Serves devices on this server's upgrades to DEVICE_WS_PATH; `secure`: it is the HTTPS server (wss://). */
+  attach(server: HttpServer, secure: boolean): void {
+    const listener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head, secure);
+    server.on('upgrade', listener);
+    this.servers.push({ server, listener });
   }
 
   /** Stops accepting; the core says goodbye to the connections. */
   close(): void {
     this.closed = true;
     clearInterval(this.pinger);
-    for (const s of this.servers) s.off('upgrade', this.onUpgrade);
+    for (const { server, listener } of this.servers) server.off('upgrade', listener);
   }
 
-  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, secure: boolean): Promise<void> {
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://device');
@@ -147,6 +149,7 @@ export class WebSocketTransport {
     socket.on('error', () => {});
     const ip = this.remoteAddress(req);
     if (this.closed) return refuse(socket, 503, 'Server is shutting down');
+    if (!secure && !this.opts.plaintext) return refuse(socket, 403, 'Plain ws:// is off on this server (DEVICE_PLAINTEXT=false): connect with wss:// to the HTTPS port');
     const admission = this.core.admit(ip);
     if (!admission) return refuse(socket, 429, 'Too many connections from this address');
     let upgraded = false;
@@ -181,6 +184,9 @@ export class WebSocketTransport {
       const link = new WebSocketLink(ws, ip, this.core.limits.maxOutQueueBytes);
       ws.on('error', (err) => this.log.debug({ err, remote: ip }, 'device websocket error'));
       const session = this.core.open(link, admission);
+      // Until the device says otherwise, plain JSON: what WebSocket clients speak (the thesis's client.py
+      // reads the welcome and its commands with json.loads).
+      session.encoding = 'json';
       link.attach(session);
       if (identity) void session.openAs({ deviceId: identity.deviceId, firmware }, identity.credential);
     });
@@ -199,7 +205,7 @@ export class WebSocketTransport {
 /** Answers an upgrade with a plain HTTP error and closes. */
 function refuse(socket: Duplex, status: number, text: string): void {
   if (socket.destroyed) return;
-  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' }[status] ?? 'Error';
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' }[status] ?? 'Error';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   setTimeout(() => socket.destroy(), 1000).unref();
 }
