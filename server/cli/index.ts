@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { read } from 'read';
 import { usernameProblem } from '../auth/passwords';
@@ -7,7 +8,9 @@ import { ConfigError, loadConfig } from '../config';
 import { addDevice, removeDevice, rotateDeviceToken } from '../devices/admin';
 import { SimulatedDevice } from '../simulator/device';
 import { openStorage, Storage } from '../storage';
-import { loadOrCreateCa, TlsSetupError } from '../tls/material';
+import { loadOrCreateCa, tlsFiles, TlsSetupError } from '../tls/material';
+import { mqttTransport, tcpTransport, websocketTransport } from '../devices/client';
+import { DEVICE_WS_PATH } from '../devices/transports/websocket';
 
 const USAGE = `Usage: sockpit <command>
 
@@ -23,7 +26,8 @@ const USAGE = `Usage: sockpit <command>
   apikey add NAME --user USER --role ROLE [--json]   prints the API key once (role at most the user's)
   apikey list [--json]
   apikey revoke ID
-  simulate --id ID --token TOKEN [--host 127.0.0.1] [--port 7000] [--interval-ms 5000]
+  simulate --id ID --token=TOKEN [--host 127.0.0.1] [--port P] [--interval-ms 5000]
+           [--transport tcp|ws|mqtt] [--tls [--ca FILE]]   a device that behaves like the firmware
   tls ca                                       prints sockpit's own CA certificate (PEM) for devices
 
 Settings come from the environment as for the server (DATA_DIR, DATABASE_URL, DEVICE_PORT).`;
@@ -123,7 +127,7 @@ async function device(args: string[]): Promise<void> {
       if (values.json) console.log(JSON.stringify({ id: d.id, token }));
       else {
         console.log(`Device ${d.id} added. Its token (shown only once):\n\n  ${token}\n`);
-        console.log(`Try it with the simulator:\n  npx sockpit simulate --id ${d.id} --token ${token}`);
+        console.log(`Try it with the simulator:\n  npx sockpit simulate --id ${d.id} --token=${token}`);
       }
       return;
     }
@@ -203,15 +207,37 @@ async function simulate(args: string[]): Promise<void> {
       token: { type: 'string' },
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string' },
+      transport: { type: 'string', default: 'tcp' },
+      tls: { type: 'boolean', default: false },
+      ca: { type: 'string' },
       'interval-ms': { type: 'string', default: '5000' },
     },
   });
   if (!values.id || !values.token) throw new UsageError('simulate needs --id and --token');
-  const port = Number(values.port ?? loadConfig(process.env).devicePort);
+  const kind = values.transport!;
+  if (kind !== 'tcp' && kind !== 'ws' && kind !== 'mqtt') throw new UsageError('--transport must be tcp, ws or mqtt');
+  if (values.ca && !values.tls) throw new UsageError('--ca goes with --tls');
+  const config = loadConfig(process.env);
+  const secure = values.tls === true;
+  // Each transport's own port, as the server's settings say, unless --port names one.
+  const defaultPort = {
+    tcp: secure ? config.deviceTlsPort : config.devicePort,
+    ws: secure ? config.httpsPort : config.port,
+    mqtt: secure ? config.mqttTlsPort : config.mqttPort,
+  }[kind];
+  const port = Number(values.port ?? defaultPort);
   const intervalMs = Number(values['interval-ms']);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError('--port must be 1-65535');
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port must be 1-65535${values.port === undefined ? ' (the server setting for this transport is off; give --port)' : ''}`);
   if (!Number.isInteger(intervalMs) || intervalMs < 100) throw new UsageError('--interval-ms must be a whole number ≥ 100');
-  const sim = new SimulatedDevice({ host: values.host!, port, id: values.id, token: values.token, intervalMs });
+  const tls = secure ? { ca: readCa(values.ca, config.dataDir) } : undefined;
+  const host = values.host!;
+  const transport =
+    kind === 'ws'
+      ? websocketTransport({ url: `${secure ? 'wss' : 'ws'}://${host.includes(':') ? `[${host}]` : host}:${port}${DEVICE_WS_PATH}`, tls })
+      : kind === 'mqtt'
+        ? mqttTransport({ host, port, id: values.id, token: values.token, tls })
+        : tcpTransport({ host, port, tls });
+  const sim = new SimulatedDevice({ host, port, transport, id: values.id, token: values.token, intervalMs });
   sim.start();
   const stop = () => {
     sim.stop();
@@ -219,6 +245,17 @@ async function simulate(args: string[]): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+}
+
+/** The CA the simulator trusts over TLS: --ca FILE, else this machine's sockpit CA when there is one, else the system's. */
+function readCa(file: string | undefined, dataDir: string): string | undefined {
+  const path = file ?? tlsFiles(dataDir).caCert;
+  try {
+    return fs.readFileSync(path, 'utf8');
+  } catch (err) {
+    if (file) throw new InputError(`cannot read --ca ${file}: ${(err as Error).message}`);
+    return undefined;
+  }
 }
 
 /** `tls ca`: the CA devices trust (docs/security.md); made on first use, as the server would. */

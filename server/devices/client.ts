@@ -13,7 +13,10 @@
  *   reconnects with backoff and jitter, and what each error code means.
  */
 import net from 'node:net';
-import { decodeLine, DecodeError, encodeLine, Encoding, LineSplitter, MAX_LINE_BYTES } from './codec';
+import tls from 'node:tls';
+import mqtt from 'mqtt';
+import WebSocket from 'ws';
+import { decodeLine, DecodeError, encodeLine, encodeText, Encoding, LineSplitter, MAX_LINE_BYTES } from './codec';
 
 export type { Encoding };
 export type Message = Record<string, unknown>;
@@ -81,13 +84,23 @@ export interface TcpTransportOptions {
   encoding?: Encoding;
   /** Lines from the server longer than this close the link (default 64 KiB). */
   maxLineBytes?: number;
+  /** Lines over TLS (DEVICE_TLS_PORT), trusting `ca` (PEM) when given, else the system's CAs. */
+  tls?: ClientTlsOptions;
+}
+
+/** How a client checks the server over TLS (docs/security.md). */
+export interface ClientTlsOptions {
+  /** The CA to trust (PEM): sockpit's own, from `npx sockpit tls ca`. */
+  ca?: string | Buffer;
+  /** The name the certificate must carry (default: the host connected to). */
+  servername?: string;
 }
 
 /** One message per line over TCP (docs/protocol.md, "Framing"). */
 export function tcpTransport(options: TcpTransportOptions): ClientTransport {
   const host = options.host ?? '127.0.0.1';
   return {
-    name: 'tcp',
+    name: options.tls ? 'tcp+tls' : 'tcp',
     address: `${host}:${options.port}`,
     open: (handlers) => TcpClientLink.open({ ...options, host }, handlers),
   };
@@ -150,10 +163,13 @@ export class TcpClientLink implements ClientLink {
 
   static open(o: TcpTransportOptions & { host: string }, handlers: LinkHandlers): Promise<TcpClientLink> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
+      const socket = o.tls
+        ? // tls.connect hands localAddress on to net.connect; its option type just does not name it.
+          tls.connect({ host: o.host, port: o.port, localAddress: o.localAddress, ca: o.tls.ca, servername: tlsServername(o.tls.servername ?? o.host) } as tls.ConnectionOptions).setNoDelay(true)
+        : net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
       const failed = (err: Error) => reject(err);
       socket.once('error', failed);
-      socket.once('connect', () => {
+      socket.once(o.tls ? 'secureConnect' : 'connect', () => {
         socket.off('error', failed);
         socket.on('error', () => {}); // 'close' follows, which is what the owner hears
         resolve(new TcpClientLink(socket, handlers, o.encoding ?? 'base64', o.maxLineBytes ?? 4 * MAX_LINE_BYTES));
@@ -193,6 +209,261 @@ export class TcpClientLink implements ClientLink {
 
   close(): void {
     this.socket.destroy();
+  }
+}
+
+/** TLS wants a host name for SNI, not an address; an address is checked against the certificate anyway. */
+function tlsServername(host: string): string | undefined {
+  return net.isIP(host) === 0 ? host : undefined;
+}
+
+export interface WebSocketTransportOptions {
+  /** `ws://host:port/device` or `wss://…` (docs/protocol.md, "WebSocket"). */
+  url: string;
+  /** Default encoding of `send`: base64 or plain JSON text frames. */
+  encoding?: Encoding;
+  /** Handshake headers, e.g. `Authorization: Bearer TOKEN` (then the device says no hello). */
+  headers?: Record<string, string>;
+  /** For wss://: the CA to trust. */
+  tls?: ClientTlsOptions;
+}
+
+/** One message per text frame on a WebSocket to `/device`. */
+export function websocketTransport(options: WebSocketTransportOptions): ClientTransport {
+  return { name: 'websocket', address: options.url.replace(/[?#].*$/, ''), open: (handlers) => WebSocketClientLink.open(options, handlers) };
+}
+
+/** A WebSocket link: a message per text frame, in the device's encoding. */
+export class WebSocketClientLink implements ClientLink {
+  readonly transport = 'websocket';
+
+  private constructor(
+    readonly ws: WebSocket,
+    private readonly handlers: LinkHandlers,
+    private readonly encoding: Encoding,
+  ) {
+    ws.on('message', (data, isBinary) => {
+      const frame = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      if (isBinary) return handlers.undecodable?.('protocol', 'the server sent a binary frame');
+      handlers.line?.(frame);
+      if (handlers.stored !== undefined && isStoredLine(frame)) return handlers.stored(frame);
+      const d = decodeLine(frame);
+      if (d.ok) handlers.message(d.message);
+      else handlers.undecodable?.(d.error, d.detail);
+    });
+    ws.on('close', () => handlers.close());
+    ws.on('error', () => {}); // 'close' follows
+  }
+
+  static open(o: WebSocketTransportOptions, handlers: LinkHandlers): Promise<WebSocketClientLink> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(o.url, { headers: o.headers, ca: o.tls?.ca, perMessageDeflate: false });
+      const failed = (err: Error) => reject(err);
+      ws.once('error', failed);
+      ws.once('unexpected-response', (_req, res) => {
+        ws.off('error', failed);
+        reject(new Error(`the server refused the WebSocket: HTTP ${res.statusCode}`));
+        ws.terminate();
+      });
+      ws.once('open', () => {
+        ws.off('error', failed);
+        resolve(new WebSocketClientLink(ws, handlers, o.encoding ?? 'base64'));
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.ws.readyState !== WebSocket.OPEN;
+  }
+
+  get bufferedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  send(msg: object, encoding: Encoding = this.encoding): boolean {
+    if (this.closed) return false;
+    this.ws.send(encodeText(msg, encoding));
+    return this.ws.bufferedAmount < 64 * 1024;
+  }
+
+  writeRaw(data: string | Buffer): boolean {
+    if (this.closed) return false;
+    this.ws.send(typeof data === 'string' ? data : data.toString('utf8'));
+    return true;
+  }
+
+  pause(): void {
+    this.ws.pause();
+  }
+
+  resume(): void {
+    this.ws.resume();
+  }
+
+  end(): void {
+    this.ws.close(1000);
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+export interface MqttTransportOptions {
+  host?: string;
+  port: number;
+  /** The device id and token: MQTT carries them in CONNECT, not in a hello. */
+  id: string;
+  token: string;
+  /** MQTT over TLS (MQTT_TLS_PORT). */
+  tls?: ClientTlsOptions;
+  /** MQTT keepalive, seconds (default 30). */
+  keepaliveS?: number;
+}
+
+/** MQTT (docs/protocol.md, "MQTT"), seen by the device logic as the line protocol it already speaks. */
+export function mqttTransport(options: MqttTransportOptions): ClientTransport {
+  const host = options.host ?? '127.0.0.1';
+  return {
+    name: options.tls ? 'mqtt+tls' : 'mqtt',
+    address: `${host}:${options.port}`,
+    open: (handlers) => MqttClientLink.open({ ...options, host }, handlers),
+  };
+}
+
+/**
+ * An MQTT connection as a message link. The hello is CONNECT (sent before the link is handed
+ * over), so the welcome is made up here; readings are QoS 1 PUBLISHes to the telemetry topic and
+ * their PUBACK is the `stored` answer; acks go to the ack topic; commands come from the commands
+ * topic; a ping is answered here (MQTT's own keepalive keeps the connection). A refused CONNECT
+ * becomes the error the server would have sent on a line.
+ */
+export class MqttClientLink implements ClientLink {
+  readonly transport = 'mqtt';
+  private ended = false;
+
+  private constructor(
+    readonly client: mqtt.MqttClient,
+    private readonly handlers: LinkHandlers,
+    private readonly id: string,
+  ) {
+    client.on('message', (topic, payload) => {
+      if (topic !== `sockpit/${id}/commands`) return;
+      handlers.line?.(payload);
+      const d = decodeLine(payload);
+      if (d.ok) handlers.message(d.message);
+      else handlers.undecodable?.(d.error, d.detail);
+    });
+    client.on('close', () => {
+      if (this.ended) return;
+      this.ended = true;
+      handlers.close();
+    });
+  }
+
+  static open(o: MqttTransportOptions & { host: string }, handlers: LinkHandlers): Promise<MqttClientLink> {
+    return new Promise((resolve, reject) => {
+      const client = mqtt.connect({
+        host: o.host,
+        port: o.port,
+        protocol: o.tls ? 'mqtts' : 'mqtt',
+        ca: o.tls?.ca,
+        servername: tlsServername(o.tls?.servername ?? o.host),
+        username: o.id,
+        password: o.token,
+        clientId: `${o.id}-${Math.random().toString(36).slice(2, 8)}`,
+        clean: true,
+        keepalive: o.keepaliveS ?? 30,
+        reconnectPeriod: 0,
+        connectTimeout: 10_000,
+      });
+      let settled = false;
+      client.once('connect', () => {
+        client.subscribe(`sockpit/${o.id}/commands`, { qos: 1 }, (err) => {
+          if (settled) return;
+          settled = true;
+          if (err) {
+            client.end(true);
+            reject(err);
+          } else resolve(new MqttClientLink(client, handlers, o.id));
+        });
+      });
+      client.once('error', (err: Error & { code?: number | string }) => {
+        if (settled) return;
+        settled = true;
+        // CONNACK 4/5: the pair is wrong; 3: the server could not check it. Said as a line would say it.
+        const code = err.code === 4 || err.code === 5 ? 'unauthorized' : err.code === 3 ? 'unavailable' : null;
+        if (code === null) {
+          client.end(true);
+          reject(err);
+          return;
+        }
+        const link = new MqttClientLink(client, handlers, o.id);
+        resolve(link);
+        setImmediate(() => {
+          handlers.message({ type: 'error', error: code, detail: code === 'unauthorized' ? 'unknown device or wrong token' : 'server could not check the token' });
+          link.close();
+        });
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.ended || !this.client.connected;
+  }
+
+  get bufferedBytes(): number {
+    return (this.client.stream as { writableLength?: number } | undefined)?.writableLength ?? 0;
+  }
+
+  send(msg: object): boolean {
+    if (this.closed) return false;
+    const m = msg as Message;
+    switch (m.type) {
+      case 'hello':
+        setImmediate(() => this.handlers.message({ type: 'welcome', device: this.id, time: Date.now() }));
+        return true;
+      case 'ping':
+        setImmediate(() => this.handlers.message({ type: 'pong' }));
+        return true;
+      case 'ack': {
+        const { type: _type, ...ack } = m;
+        this.client.publish(`sockpit/${this.id}/ack`, JSON.stringify(ack), { qos: 1 });
+        return true;
+      }
+      default: {
+        const id = m.type === 'telemetry' && typeof m.id === 'string' ? m.id : null;
+        this.client.publish(`sockpit/${this.id}/telemetry`, JSON.stringify(m), { qos: 1 }, (err) => {
+          if (err || id === null) return;
+          const answer = { type: 'stored', id };
+          if (this.handlers.stored) this.handlers.stored(Buffer.from(JSON.stringify(answer)));
+          else this.handlers.message(answer);
+        });
+        return true;
+      }
+    }
+  }
+
+  writeRaw(data: string | Buffer): boolean {
+    if (this.closed) return false;
+    this.client.publish(`sockpit/${this.id}/telemetry`, data, { qos: 1 });
+    return true;
+  }
+
+  pause(): void {
+    this.client.stream?.pause();
+  }
+
+  resume(): void {
+    this.client.stream?.resume();
+  }
+
+  end(): void {
+    this.client.end();
+  }
+
+  close(): void {
+    this.client.end(true);
   }
 }
 

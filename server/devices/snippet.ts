@@ -120,5 +120,6 @@ export function firmwareSnippet(opts: FirmwareSnippetOptions): string {
 }
 
 export function simulateLine(id: string, token: string, host: string, port: number): string {
-  return `npx sockpit simulate --id ${id} --token ${token} --host ${host} --port ${port}`;
+  // `--token=` because a token may start with "-", which would read as another option.
+  return `npx sockpit simulate --id ${id} --token=${token} --host ${host} --port ${port}`;
 }

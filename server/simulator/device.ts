@@ -1,9 +1,11 @@
-import { DeviceClient, DeviceCommand, CommandReply, tcpTransport } from '../devices/client';
+import { ClientTransport, DeviceClient, DeviceCommand, CommandReply, tcpTransport } from '../devices/client';
 import { SimulatedValues } from './values';
 
 export interface SimOptions {
   host: string;
   port: number;
+  /** How it connects (tcp, websocket, mqtt, with or without TLS); default: TCP lines to host:port. */
+  transport?: ClientTransport;
   id: string;
   token: string;
   intervalMs: number;
@@ -29,7 +31,7 @@ export class SimulatedDevice {
   constructor(private readonly opts: SimOptions) {
     this.intervalMs = opts.intervalMs;
     this.log = opts.log ?? ((l) => process.stdout.write(`${new Date().toISOString()} ${l}\n`));
-    const transport = tcpTransport({ host: opts.host, port: opts.port });
+    const transport = opts.transport ?? tcpTransport({ host: opts.host, port: opts.port });
     this.client = new DeviceClient({
       id: opts.id,
       token: opts.token,
@@ -37,7 +39,7 @@ export class SimulatedDevice {
       transport,
       maxUnacked: opts.maxUnacked ?? 256,
       handlers: {
-        connecting: () => this.log(`connecting to ${transport.address} ...`),
+        connecting: () => this.log(`connecting to ${transport.address} over ${transport.name} ...`),
         connected: () => this.log('connected; saying hello'),
         linkError: (err) => this.log(`connection error: ${err.message}`),
         welcome: (m, resent) => {

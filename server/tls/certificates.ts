@@ -30,8 +30,13 @@ function serial(): string {
   return b.toString('hex');
 }
 
+/** PEM as files hold it: ending in a newline, so that `cat ca.pem other.pem > bundle.pem` makes a bundle others can read. */
+function pemText(pem: string): string {
+  return pem.endsWith('\n') ? pem : `${pem}\n`;
+}
+
 async function exportKey(key: CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+  return pemText(x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY'));
 }
 
 async function importKey(pem: string): Promise<CryptoKey> {
@@ -55,14 +60,18 @@ export async function createCa(now = new Date()): Promise<KeyPair> {
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { certPem: cert.toString('pem'), keyPem: await exportKey(keys.privateKey) };
+  return { certPem: pemText(cert.toString('pem')), keyPem: await exportKey(keys.privateKey) };
 }
 
 /** A server certificate for `names` (host names and IP addresses), signed by `ca`. */
 export async function issueServerCert(ca: KeyPair, names: readonly string[], now = new Date(), validDays = SERVER_VALID_DAYS): Promise<KeyPair> {
   const caCert = new x509.X509Certificate(ca.certPem);
   const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
-  const altNames = names.map((n) => (net.isIP(n) ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }));
+  // An address is named twice: as an IP entry for every client that checks those, and as a DNS
+  // entry for mbedtls 2.x (Arduino-ESP32 2.x), which only ever compares host names.
+  const altNames = names.flatMap((n) =>
+    net.isIPv4(n) ? [{ type: 'ip' as const, value: n }, { type: 'dns' as const, value: n }] : net.isIP(n) ? [{ type: 'ip' as const, value: n }] : [{ type: 'dns' as const, value: n }],
+  );
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: `CN=${names[0] ?? 'sockpit'}, O=sockpit`,
@@ -80,7 +89,7 @@ export async function issueServerCert(ca: KeyPair, names: readonly string[], now
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
-  return { certPem: cert.toString('pem'), keyPem: await exportKey(keys.privateKey) };
+  return { certPem: pemText(cert.toString('pem')), keyPem: await exportKey(keys.privateKey) };
 }
 
 /** The names devices may use for this machine: its host name, localhost, its addresses, and DEVICE_PUBLIC_HOST. */

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
@@ -44,15 +45,20 @@ export interface CaInfo {
   sha256: string;
 }
 
-/** Where the own CA and server certificate live: DATA_DIR/tls/ (keys mode 0600). */
-export function tlsFiles(dataDir: string) {
+/**
+ * Where the own CA and server certificate live: DATA_DIR/tls/ (keys mode 0600). The server
+ * certificate is named after this machine, so instances that share the directory (and so the CA)
+ * each keep their own (docs/deploying.md).
+ */
+export function tlsFiles(dataDir: string, host = os.hostname()) {
   const dir = path.join(dataDir, 'tls');
+  const me = host.replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64) || 'server';
   return {
     dir,
     caCert: path.join(dir, 'ca.pem'),
     caKey: path.join(dir, 'ca-key.pem'),
-    cert: path.join(dir, 'server.pem'),
-    key: path.join(dir, 'server-key.pem'),
+    cert: path.join(dir, `server-${me}.pem`),
+    key: path.join(dir, `server-${me}-key.pem`),
   };
 }
 
@@ -73,20 +79,49 @@ function writeSecret(file: string, data: string): void {
   fs.renameSync(tmp, file);
 }
 
-/** The own CA of this DATA_DIR, made on first use (the CLI's `tls ca` and the server share it). */
+/**
+ * The own CA of this DATA_DIR, made on first use (the CLI's `tls ca` and the server share it).
+ * Instances that share the directory and start together agree on one CA: the first to link its
+ * key into place wins, and the others read the winner's.
+ */
 export async function loadOrCreateCa(dataDir: string): Promise<KeyPair> {
   const f = tlsFiles(dataDir);
   fs.mkdirSync(f.dir, { recursive: true, mode: 0o700 });
-  const certPem = readIfThere(f.caCert);
-  const keyPem = readIfThere(f.caKey);
-  if (certPem && keyPem) return { certPem, keyPem };
-  if (certPem || keyPem) {
-    throw new TlsSetupError('DATA_DIR', `${certPem ? f.caKey : f.caCert} is missing beside ${certPem ? f.caCert : f.caKey}; restore both, or remove both to make a new CA`);
-  }
+  const existing = await readCa(f);
+  if (existing) return existing;
   const ca = await createCa();
-  writeSecret(f.caKey, ca.keyPem);
-  fs.writeFileSync(f.caCert, ca.certPem, { mode: 0o644 });
+  const tmpKey = `${f.caKey}.${process.pid}.tmp`;
+  const tmpCert = `${f.caCert}.${process.pid}.tmp`;
+  fs.writeFileSync(tmpKey, ca.keyPem, { mode: 0o600 });
+  fs.writeFileSync(tmpCert, ca.certPem, { mode: 0o644 });
+  try {
+    fs.linkSync(tmpKey, f.caKey);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    // Another instance made one first: use it.
+    const theirs = await readCa(f, 5000);
+    if (!theirs) throw new TlsSetupError('DATA_DIR', `${f.caKey} appeared without ${f.caCert}; remove both to make a new CA`);
+    return theirs;
+  } finally {
+    fs.rmSync(tmpKey, { force: true });
+  }
+  fs.renameSync(tmpCert, f.caCert);
   return ca;
+}
+
+/** The CA on disk, or null when there is none; waits up to `waitMs` for a certificate whose key is already there. */
+async function readCa(f: ReturnType<typeof tlsFiles>, waitMs = 2000): Promise<KeyPair | null> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const keyPem = readIfThere(f.caKey);
+    const certPem = readIfThere(f.caCert);
+    if (certPem && keyPem) return { certPem, keyPem };
+    if (!keyPem && !certPem) return null;
+    if (certPem && !keyPem) throw new TlsSetupError('DATA_DIR', `${f.caKey} is missing beside ${f.caCert}; restore it, or remove both to make a new CA`);
+    // The key is in place and its certificate is on its way (another instance is making the CA).
+    if (Date.now() > deadline) throw new TlsSetupError('DATA_DIR', `${f.caCert} is missing beside ${f.caKey}; restore it, or remove both to make a new CA`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** One spelling per name: IPv6 addresses compressed and lower-case (Node writes them out in full), host names lower-case. */
@@ -246,8 +281,10 @@ export class TlsMaterial extends EventEmitter<{ changed: [] }> {
       const cert = new crypto.X509Certificate(certPem);
       if (!cert.verify(new crypto.X509Certificate(caPem).publicKey)) return false;
       if (Date.parse(cert.validTo) - Date.now() < renewBeforeDays * DAY_MS) return false;
-      const covered = new Set((cert.subjectAltName ?? '').split(', ').map((e) => canonicalName(e.replace(/^(DNS|IP Address):/, ''))));
-      return names.every((n) => covered.has(canonicalName(n)));
+      const entries = (cert.subjectAltName ?? '').split(', ');
+      const covered = new Set(entries.map((e) => canonicalName(e.replace(/^(DNS|IP Address):/, ''))));
+      // IPv4 addresses must be there as DNS entries too (certificates.ts says why).
+      return names.every((n) => covered.has(canonicalName(n)) && (!net.isIPv4(n) || entries.includes(`DNS:${n}`)));
     } catch {
       return false;
     }

@@ -73,7 +73,7 @@ describe('the product path in a browser: setup, add a device, telemetry, Send Ac
     token = ((await page.locator('#created-token').textContent()) ?? '').trim();
     expect(token).toMatch(/^\S{16,}$/);
     expect(await page.locator('#created-snippet').textContent()).toContain(`#define DEVICE_TOKEN "${token}"`);
-    expect(await page.locator('#created-simulate').textContent()).toContain(`npx sockpit simulate --id ${DEVICE.id} --token ${token}`);
+    expect(await page.locator('#created-simulate').textContent()).toContain(`npx sockpit simulate --id ${DEVICE.id} --token=${token}`);
     await snap(page, '03-device-added');
 
     // Shown once: reloading the list does not show the token again.
