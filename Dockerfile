@@ -31,9 +31,12 @@ COPY --from=build /app/dist ./dist
 COPY --from=build /app/public ./public
 COPY --from=build /app/views ./views
 COPY --from=build /app/bin ./bin
-RUN mkdir -p /data && chown node:node /data
+# /data/tls exists in the image, owned by node, so that a new volume mounted there (compose
+# shares one between the instances for the TLS CA) starts with that owner instead of root's.
+RUN mkdir -p /data/tls && chown node:node /data /data/tls && chmod 700 /data/tls
 USER node
-EXPOSE 3000 7000
+# HTTP (pages, Socket.IO, ws:// devices), TCP lines, MQTT, TCP lines over TLS, MQTT over TLS.
+EXPOSE 3000 7000 1883 7443 8883
 # Ready means storage (and Redis, when REDIS_URL is set) answer: GET /readyz.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]

@@ -4,7 +4,8 @@
 //   createdb BASE_URL       creates a fresh database beside BASE_URL's; prints its URL
 //   dropdb BASE_URL URL     drops the database URL names (ending its connections)
 //   flushredis URL          empties the Redis database URL selects
-//   wait-ready URL SECONDS  waits until GET URL answers 200
+//   wait-ready URL SECONDS [PID]
+//                           waits until GET URL answers 200; gives up at once if process PID ends
 //   wait-port PORT SECONDS  waits until 127.0.0.1:PORT accepts connections
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -39,10 +40,20 @@ async function withPg(url, fn) {
   }
 }
 
-async function until(what, seconds, probe) {
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function until(what, seconds, probe, pid) {
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     if (await probe().catch(() => false)) return;
+    if (pid && !alive(pid)) throw new Error(`process ${pid} ended while waiting for ${what}`);
     if (Date.now() > deadline) throw new Error(`timed out after ${seconds} s waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -72,8 +83,8 @@ const commands = {
     await c.flushDb();
     c.destroy();
   },
-  async 'wait-ready'(url, seconds) {
-    await until(url, Number(seconds), async () => (await fetch(url)).status === 200);
+  async 'wait-ready'(url, seconds, pid) {
+    await until(url, Number(seconds), async () => (await fetch(url)).status === 200, pid ? Number(pid) : 0);
   },
   async 'wait-port'(port, seconds) {
     await until(`port ${port}`, Number(seconds), () => new Promise((resolve) => {

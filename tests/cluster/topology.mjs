@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 // The checks of .ci/topology, against real processes: node tests/cluster/topology.mjs TOPOLOGY.json
-// (the file .ci/topology writes: ports, pids, tokens). A raw TCP device speaks docs/protocol.md and a
-// socket.io-client logs in like the page does; both come through nginx. Prints one PASS/FAIL line
-// per check and exits non-zero when any failed.
+// (the file .ci/topology writes: ports, pids, tokens, CA files). Devices speak docs/protocol.md over
+// each transport (raw TCP lines, the `ws` client at /device, the `mqtt` client, and both over TLS
+// with the CA `sockpit tls ca` printed) and a socket.io-client logs in like the page does; they
+// come through nginx. Prints one PASS/FAIL line per check and exits non-zero when any failed.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import tls from 'node:tls';
 import { io } from 'socket.io-client';
 
 const require = createRequire(import.meta.url);
 const pg = require('pg');
+const { WebSocket } = require('ws');
+const mqtt = require('mqtt');
 
 const topo = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const nginxHttp = `http://127.0.0.1:${topo.nginx.http}`;
@@ -55,48 +60,16 @@ async function waitFor(what, probe, timeoutMs = 10_000) {
   }
 }
 
-// ---- a device: raw TCP, base64 JSON lines (docs/protocol.md) ----
+// ---- devices: what each received, whatever the transport ----
 
-class Device {
+class Inbox {
   /** Every message received, in order. */
   log = [];
   /** Messages received that no next() has taken yet. */
   received = [];
   closed = false;
-  #buf = '';
   #waiters = [];
   #onClose = [];
-
-  constructor(socket) {
-    this.socket = socket;
-    socket.setEncoding('latin1');
-    socket.on('data', (d) => this.#data(d));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      this.closed = true;
-      for (const f of this.#onClose) f();
-    });
-    cleanups.push(() => socket.destroy());
-  }
-
-  static connect(port) {
-    return new Promise((resolve, reject) => {
-      const s = net.connect(port, '127.0.0.1', () => resolve(new Device(s)));
-      s.once('error', reject);
-    });
-  }
-
-  static async hello(port, { id, token }) {
-    const d = await Device.connect(port);
-    d.send({ type: 'hello', device: id, token, firmware: 'topology/1' });
-    const first = await d.next(() => true);
-    assert(first.type === 'welcome', `hello answered ${JSON.stringify(first)}`);
-    return d;
-  }
-
-  send(msg) {
-    this.socket.write(Buffer.from(JSON.stringify(msg)).toString('base64') + '\n');
-  }
 
   /** The next message matching, already received or still to come. */
   next(match, timeoutMs = 10_000) {
@@ -125,6 +98,75 @@ class Device {
     });
   }
 
+  /** A message arrived (JSON text, or base64 of it, as docs/protocol.md allows). */
+  deliver(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text.startsWith('{') ? text : Buffer.from(text, 'base64').toString('utf8'));
+    } catch {
+      return;
+    }
+    this.log.push(msg);
+    const w = this.#waiters.findIndex((x) => x.match(msg));
+    if (w >= 0) this.#waiters.splice(w, 1)[0].resolve(msg);
+    else this.received.push(msg);
+  }
+
+  ended() {
+    this.closed = true;
+    for (const f of this.#onClose) f();
+  }
+
+  /** The first message must be `welcome` (after a hello, or at once after handshake authentication). */
+  async welcomed() {
+    const first = await this.next(() => true);
+    assert(first.type === 'welcome', `the device was answered ${JSON.stringify(first)}`);
+    return this;
+  }
+}
+
+/** TCP lines, base64 JSON (docs/protocol.md); `socket` may be a TLS socket. */
+class Device extends Inbox {
+  #buf = '';
+
+  constructor(socket) {
+    super();
+    this.socket = socket;
+    socket.setEncoding('latin1');
+    socket.on('data', (d) => this.#data(d));
+    socket.on('error', () => {});
+    socket.on('close', () => this.ended());
+    cleanups.push(() => socket.destroy());
+  }
+
+  static connect(port) {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(new Device(s)));
+      s.once('error', reject);
+    });
+  }
+
+  /** Over TLS, trusting only `ca`, checking that the certificate names 127.0.0.1. */
+  static connectTls(port, ca) {
+    return new Promise((resolve, reject) => {
+      const s = tls.connect({ host: '127.0.0.1', port, ca }, () => resolve(new Device(s)));
+      s.once('error', reject);
+    });
+  }
+
+  static async hello(port, creds) {
+    return (await Device.connect(port)).hello(creds);
+  }
+
+  hello({ id, token }) {
+    this.send({ type: 'hello', device: id, token, firmware: 'topology/1' });
+    return this.welcomed();
+  }
+
+  send(msg) {
+    this.socket.write(Buffer.from(JSON.stringify(msg)).toString('base64') + '\n');
+  }
+
   close() {
     this.socket.destroy();
   }
@@ -135,17 +177,99 @@ class Device {
     while ((nl = this.#buf.indexOf('\n')) >= 0) {
       const line = this.#buf.slice(0, nl).replace(/\r$/, '');
       this.#buf = this.#buf.slice(nl + 1);
-      let msg;
-      try {
-        msg = JSON.parse(line.startsWith('{') ? line : Buffer.from(line, 'base64').toString('utf8'));
-      } catch {
-        continue;
-      }
-      this.log.push(msg);
-      const w = this.#waiters.findIndex((x) => x.match(msg));
-      if (w >= 0) this.#waiters.splice(w, 1)[0].resolve(msg);
-      else this.received.push(msg);
+      if (line) this.deliver(line);
     }
+  }
+}
+
+/** A WebSocket device at /device: one JSON text frame per message (docs/protocol.md, "WebSocket"). */
+class WsDevice extends Inbox {
+  constructor(ws) {
+    super();
+    this.ws = ws;
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary) this.deliver(data.toString('utf8'));
+    });
+    ws.on('close', () => this.ended());
+    cleanups.push(() => ws.terminate());
+  }
+
+  /** Handshake authentication: `?device=ID` and `Authorization: Bearer TOKEN`; `welcome` comes at once. */
+  static open(url, { id, token }, { headers = {}, localAddress } = {}) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${url}/device?device=${encodeURIComponent(id)}`, {
+        headers: { authorization: `Bearer ${token}`, ...headers },
+        localAddress,
+        handshakeTimeout: 8000,
+      });
+      const device = new WsDevice(ws);
+      ws.once('open', () => resolve(device.welcomed()));
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`the handshake was answered HTTP ${res.statusCode}`)));
+      ws.once('error', reject);
+    });
+  }
+
+  send(msg) {
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  close() {
+    this.ws.terminate();
+  }
+}
+
+/** An MQTT 3.1.1 device (docs/protocol.md, "MQTT"): commands arrive on its commands topic, acks and readings go to theirs. */
+class MqttDevice extends Inbox {
+  constructor(client, id) {
+    super();
+    this.client = client;
+    this.id = id;
+    client.on('message', (topic, payload) => {
+      if (topic === `sockpit/${id}/commands`) this.deliver(payload.toString('utf8'));
+    });
+    client.on('close', () => this.ended());
+    client.on('error', () => {});
+    cleanups.push(() => client.end(true));
+  }
+
+  /** CONNECT with username = device id and password = token; `url` is mqtt:// or mqtts://. */
+  static connect(url, { id, token }, extra = {}) {
+    return new Promise((resolve, reject) => {
+      const client = mqtt.connect(url, {
+        username: id,
+        password: token,
+        clientId: `${id}-topology`,
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+        connectTimeout: 8000,
+        ...extra,
+      });
+      client.once('connect', () => resolve(new MqttDevice(client, id)));
+      client.once('error', (err) => {
+        client.end(true);
+        reject(err);
+      });
+    });
+  }
+
+  /** Subscribes to its commands topic (QoS 1); queued commands are sent from then on. */
+  async listen() {
+    const granted = await this.client.subscribeAsync(`sockpit/${this.id}/commands`, { qos: 1 });
+    assert(granted[0]?.qos === 1, `SUBACK granted ${JSON.stringify(granted)}`);
+  }
+
+  /** Acks go to the ack topic, anything else is a reading; resolves on PUBACK (callers that do not wait see failures in the checks that follow). */
+  send(msg) {
+    const { id, ok, result } = msg;
+    const sent = msg.type === 'ack'
+      ? this.client.publishAsync(`sockpit/${this.id}/ack`, JSON.stringify({ id, ok, result }), { qos: 1 })
+      : this.client.publishAsync(`sockpit/${this.id}/telemetry`, JSON.stringify(msg), { qos: 1 });
+    sent.catch(() => {});
+    return sent;
+  }
+
+  close() {
+    this.client.end(true);
   }
 }
 
@@ -243,6 +367,27 @@ async function whichHas(name, apps = ['app1', 'app2']) {
   });
 }
 
+/** Device connections an instance holds on one transport (tcp counts TLS lines too; mqtt, MQTT over TLS). */
+async function connections(app, transport) {
+  const text = await (await fetch(`${direct(app)}/metrics`)).text();
+  const m = new RegExp(`^sockpit_device_connections_by_transport\\{transport="${transport}"\\} (\\d+)`, 'm').exec(text);
+  assert(m, `${app}'s /metrics has no sockpit_device_connections_by_transport{transport="${transport}"}`);
+  return Number(m[1]);
+}
+
+/** Opens a device with `open` and finds the instance (of app1, app2) whose count of `transport` connections grew by one. */
+async function placed(transport, open) {
+  const apps = ['app1', 'app2'];
+  const before = await Promise.all(apps.map((a) => connections(a, transport)));
+  const device = await open();
+  const holder = await waitFor(`one instance counting the ${transport} connection`, async () => {
+    const now = await Promise.all(apps.map((a) => connections(a, transport)));
+    const grew = apps.filter((_, i) => now[i] === before[i] + 1);
+    return grew.length === 1 && apps.every((_, i) => now[i] - before[i] === (apps[i] === grew[0] ? 1 : 0)) ? grew[0] : null;
+  });
+  return { device, holder };
+}
+
 async function readyz(app) {
   const res = await fetch(`${direct(app)}/readyz`, { signal: AbortSignal.timeout(5000) });
   return { status: res.status, body: await res.json() };
@@ -273,6 +418,12 @@ const user = topo.user;
 const tokens = topo.devices;
 const other = (app) => (app === 'app1' ? 'app2' : 'app1');
 const state = {};
+
+/** A logged-in socket on one instance, reached directly. */
+async function socketOn(app) {
+  state.cookie ??= await login(nginxHttp, user);
+  return connectSocket(direct(app), state.cookie);
+}
 
 await check('round trip: a device through nginx lands on one instance, a logged-in socket through nginx on the other', async () => {
   state.d1 = await Device.hello(topo.nginx.device, tokens.d1);
@@ -323,6 +474,141 @@ await check('round trip: Socket.IO long-polling through nginx stays on one insta
   const s = await connectSocket(nginxHttp, state.cookie, { transports: ['polling'] });
   for (let i = 0; i < 5; i++) assert((await emitAck(s, 'fleet:list', {})).ok, 'fleet:list over polling failed');
   s.close();
+});
+
+// ---- every device transport through nginx (app1, app2; they share one TLS CA) ----
+
+const tx = {};
+const ca = fs.readFileSync(topo.caFiles.app1);
+
+await check('websocket: a device (?device= and Authorization: Bearer) through nginx\'s /device lands on one instance, a socket on the other; Send Action reaches it and comes back acked', async () => {
+  // From its own loopback address, with a forged X-Forwarded-For that nginx must not pass on.
+  const { device, holder } = await placed('websocket', () =>
+    WsDevice.open(`ws://127.0.0.1:${topo.nginx.http}`, tokens.w1, { localAddress: '127.0.0.7', headers: { 'x-forwarded-for': '203.0.113.9' } }),
+  );
+  tx.ws = { device, holder, transport: 'websocket' };
+  const socket = await socketOn(other(holder));
+  const cmd = await roundTrip(socket, device, 'topo-w1');
+  assert(cmd.status === 'sent', `the click's ack says ${cmd.status}, not sent`);
+  socket.close();
+  return `device on ${holder}, socket on ${other(holder)}`;
+});
+
+await check('websocket: the instance sees the device\'s own address (X-Forwarded-For from nginx), not nginx\'s nor one the device forged', async () => {
+  assert(tx.ws, 'no WebSocket device');
+  const line = await waitFor('the "device online" log line of topo-w1', async () =>
+    fs.readFileSync(topo.apps[tx.ws.holder].log, 'utf8').split('\n').map((l) => {
+      try {
+        return JSON.parse(l);
+      } catch {
+        return null;
+      }
+    }).find((l) => l?.msg === 'device online' && l.device === 'topo-w1'),
+  );
+  assert(line.remote === '127.0.0.7', `the instance logged the device from ${line.remote}`);
+  return `remote ${line.remote}`;
+});
+
+await check('mqtt: a device through nginx\'s stream port is online on one instance; a command from a socket on the other comes back acked', async () => {
+  const { device, holder } = await placed('mqtt', () => MqttDevice.connect(`mqtt://127.0.0.1:${topo.nginx.mqtt}`, tokens.m1));
+  tx.mqtt = { device, holder, transport: 'mqtt' };
+  await device.listen();
+  const socket = await socketOn(other(holder));
+  const list = await emitAck(socket, 'fleet:list', {});
+  const seen = list.devices.find((d) => d.id === 'topo-m1');
+  assert(seen?.online, `the other instance's fleet:list shows ${JSON.stringify(seen)}`);
+  const cmd = await roundTrip(socket, device, 'topo-m1');
+  assert(cmd.status === 'sent', `the click's ack says ${cmd.status}, not sent`);
+  socket.close();
+  return `device on ${holder}, socket on ${other(holder)}`;
+});
+
+await check('mqtt: a QoS 1 reading through nginx is PUBACKed, and is in PostgreSQL when the PUBACK arrives', async () => {
+  assert(tx.mqtt, 'no MQTT device');
+  const started = Date.now();
+  await tx.mqtt.device.send({ type: 'telemetry', id: 'topology-mqtt-1', data: { t: 23.5 } });
+  const ms = Date.now() - started;
+  const rows = await sql('SELECT data FROM telemetry WHERE device_id = $1 AND msg_id = $2', ['topo-m1', 'topology-mqtt-1']);
+  assert(rows.length === 1, `${rows.length} rows for the reading after its PUBACK`);
+  assert(JSON.parse(rows[0].data).t === 23.5, `stored ${rows[0].data}`);
+  return `PUBACK after ${ms} ms`;
+});
+
+await check('tls: `sockpit tls ca` prints the same CA from either instance\'s DATA_DIR', async () => {
+  const a = fs.readFileSync(topo.caFiles.app1, 'utf8');
+  const b = fs.readFileSync(topo.caFiles.app2, 'utf8');
+  assert(a.includes('BEGIN CERTIFICATE'), `app1's DATA_DIR gave ${JSON.stringify(a.slice(0, 80))}`);
+  assert(a === b, 'app1 and app2 print different CAs');
+  return `SHA-256 ${new crypto.X509Certificate(a).fingerprint256.slice(0, 17)}…`;
+});
+
+await check('tls: a device through nginx\'s TLS pass-through trusts the CA, says hello, and a command from a socket on the other instance comes back acked', async () => {
+  const { device, holder } = await placed('tcp', async () => (await Device.connectTls(topo.nginx.deviceTls, ca)).hello(tokens.t1));
+  tx.tls = { device, holder, transport: 'tcp' };
+  assert(device.socket.authorized, `the device did not trust the certificate: ${device.socket.authorizationError}`);
+  const socket = await socketOn(other(holder));
+  const cmd = await roundTrip(socket, device, 'topo-t1');
+  assert(cmd.status === 'sent', `the click's ack says ${cmd.status}, not sent`);
+  socket.close();
+  return `device on ${holder}, socket on ${other(holder)}`;
+});
+
+await check('tls: each instance, reached directly on its TLS ports (lines and MQTT), presents a certificate the CA signed', async () => {
+  const caKey = new crypto.X509Certificate(ca).publicKey;
+  const seen = [];
+  for (const app of ['app1', 'app2']) {
+    for (const port of ['deviceTls', 'mqttTls']) {
+      const cert = await new Promise((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port: topo.apps[app][port], ca }, () => {
+          const peer = s.getPeerCertificate();
+          s.destroy();
+          resolve(peer);
+        });
+        s.once('error', (err) => reject(new Error(`${app} ${port}: ${err.message}`)));
+      });
+      assert(new crypto.X509Certificate(cert.raw).verify(caKey), `${app}'s ${port} certificate is not signed by the CA`);
+      seen.push(`${app} ${port} ${cert.fingerprint256.slice(0, 8)}`);
+    }
+  }
+  return seen.join(', ');
+});
+
+await check('tls: an MQTT device through nginx\'s TLS pass-through (8883) trusts the CA and is online', async () => {
+  const { device, holder } = await placed('mqtt', () => MqttDevice.connect(`mqtts://127.0.0.1:${topo.nginx.mqttTls}`, tokens.t2, { ca, rejectUnauthorized: true }));
+  tx.mqttTls = { device, holder, transport: 'mqtt' };
+  await device.listen();
+  const socket = await socketOn(other(holder));
+  await waitFor('topo-t2 online on the other instance', async () => (await emitAck(socket, 'fleet:list', {})).devices.find((d) => d.id === 'topo-t2')?.online);
+  socket.close();
+  return `device on ${holder}`;
+});
+
+await check('metrics: the holding instance counts each device connection under its transport, and stops when the device leaves', async () => {
+  const held = Object.values(tx);
+  assert(held.length === 4, `only ${held.length} of 4 transport devices connected`);
+  const counts = async () => {
+    const out = {};
+    for (const app of ['app1', 'app2']) for (const t of ['tcp', 'websocket', 'mqtt']) out[`${app} ${t}`] = await connections(app, t);
+    return out;
+  };
+  const during = await counts();
+  for (const { holder, transport } of held) assert(during[`${holder} ${transport}`] >= 1, `${holder} counts ${during[`${holder} ${transport}`]} ${transport} connections`);
+  assert(during[`${other(tx.ws.holder)} websocket`] === 0, `${other(tx.ws.holder)}, which holds no WebSocket device, counts one`);
+  const expectAfter = { ...during };
+  for (const { holder, transport, device } of held) {
+    expectAfter[`${holder} ${transport}`]--;
+    device.close();
+  }
+  await waitFor('the counts to drop', async () => {
+    const now = await counts();
+    return Object.keys(now).every((k) => now[k] === expectAfter[k]);
+  });
+  // Gone from presence too, so that the instance-loss checks below start from the round trip's state.
+  await waitFor('the transport devices offline', async () => {
+    const list = await emitAck(state.s1, 'fleet:list', {});
+    return !list.devices.some((d) => ['topo-w1', 'topo-m1', 'topo-t1', 'topo-t2'].includes(d.id) && d.online);
+  });
+  return Object.entries(during).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
 });
 
 // ---- instance loss ----
