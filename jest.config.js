@@ -19,6 +19,9 @@ const shared = {
 
 /** Tests that do not use the configured engine; running them a second time on PostgreSQL proves nothing. */
 const engineFree = [
+  '<rootDir>/tests/esp32/fake-server.test.ts',
+  '<rootDir>/tests/esp32/tls.test.ts',
+  '<rootDir>/tests/esp32/snippet.test.ts',
   '<rootDir>/tests/config/',
   '<rootDir>/tests/devices/codec.test.ts',
   '<rootDir>/tests/realtime/broadcast.test.ts',

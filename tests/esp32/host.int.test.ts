@@ -175,3 +175,37 @@ if (!built && required) {
     expect(pause).toBeLessThanOrEqual(22.5);
   });
 });
+
+/**
+ * The firmware's TLS (mbedtls in the host build) against the server's own TLS port and CA: the
+ * CA printed by `npx sockpit tls ca` is what the device trusts; by host name and by IP address
+ * (the server certificate lists addresses as DNS names too, which mbedtls 2.x needs).
+ */
+(built ? describe : describe.skip)('ESP32 firmware core (host build) over TLS against the real server', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startServer({ deviceTlsPort: 0 });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  test.each(['localhost', '127.0.0.1'])('with the CA from the server, the device connects to %s over TLS, is welcomed and its readings are stored', async (host) => {
+    const id = `esp32-tls-${host.replace(/\W/g, '')}`;
+    const { token } = await deviceAddWithCli(server, id);
+    const caFile = path.join(server.dataDir, 'tls', 'ca.pem');
+    expect(fs.existsSync(caFile)).toBe(true);
+    const device = new HostDevice(['--host', host, '--port', String(server.tlsPorts.tcp), '--id', id, '--token', token, '--ca', caFile, '--interval-ms', String(INTERVAL_MS)], {
+      stackKib: SMALL_STACK_KIB,
+    });
+    try {
+      await device.waitFor(/Connected over TLS, the server's certificate checked/, 15_000);
+      await device.waitFor(/The server welcomed us: online\./, 10_000);
+      await until('a reading over TLS', async () => ((await server.app.storage.countTelemetry(id)) >= 1 ? true : undefined), 10_000);
+    } finally {
+      await device.stop();
+    }
+  }, 45_000);
+});
