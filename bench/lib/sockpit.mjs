@@ -70,10 +70,15 @@ export function serverNodeFlags(root) {
 export async function startSockpit(label, { dataDir, logDir, env = {}, nodeFlags = [] }) {
   const port = await freePort();
   const devicePort = await freePort();
+  const mqttPort = await freePort();
   const fullEnv = {
     HOST: '127.0.0.1',
     PORT: String(port),
     DEVICE_PORT: String(devicePort),
+    // Its own MQTT port (the machine's Mosquitto, also a bench peer, may have 1883); TLS when asked.
+    MQTT_PORT: String(mqttPort),
+    DEVICE_TLS_PORT: 'off',
+    MQTT_TLS_PORT: 'off',
     DATA_DIR: dataDir,
     LOG_LEVEL: 'warn',
     BCRYPT_ROUNDS: '4',
@@ -83,7 +88,7 @@ export async function startSockpit(label, { dataDir, logDir, env = {}, nodeFlags
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   await waitForPort(port, { child, timeoutMs: 30_000 });
   await waitForPort(devicePort, { child });
-  return { child, pid: child.pid, port, devicePort, baseUrl: `http://127.0.0.1:${port}`, env: fullEnv, logFile: child.logFile, exited };
+  return { child, pid: child.pid, port, devicePort, mqttPort, wsUrl: `ws://127.0.0.1:${port}/device`, baseUrl: `http://127.0.0.1:${port}`, env: fullEnv, logFile: child.logFile, exited };
 }
 
 /** The server's log lines at level error (50) and above, and how many warnings (40). */
