@@ -156,6 +156,12 @@ export function dashboardPage(socket: AppSocket): void {
       setText(fw, d.firmware ? `fw ${d.firmware}` : '');
       fw.hidden = !d.firmware;
     }
+    const transport = $('[data-field="transport"]', card);
+    if (transport) {
+      const how = d.online ? d.transport : null;
+      setText($('[data-field="transport-name"]', transport), how ?? '');
+      transport.hidden = !how;
+    }
     renderReadings(card, d, fresh);
     updateButton(card);
   }
@@ -250,6 +256,7 @@ export function dashboardPage(socket: AppSocket): void {
     const changed = d.online !== s.online;
     d.online = s.online;
     d.lastSeen = s.lastSeen;
+    d.transport = s.online ? (s.transport ?? d.transport) : null;
     const card = cardOf(d.id);
     if (!card) return scheduleRefresh();
     fill(card, d);

@@ -82,6 +82,7 @@ export function devicePage(socket: AppSocket): void {
     }
     setTime($('#device-last-seen'), device.lastSeen);
     setText($('#device-firmware'), device.firmware ?? 'unknown');
+    setText($('#device-transport'), device.online && device.transport ? device.transport : 'not connected');
   }
 
   function renderLatest(fresh = false): void {
@@ -308,6 +309,7 @@ export function devicePage(socket: AppSocket): void {
     const changed = device.online !== s.online;
     device.online = s.online;
     device.lastSeen = s.lastSeen;
+    device.transport = s.online ? (s.transport ?? device.transport) : null;
     renderHeader();
     if (changed) {
       const badge = $('#device-status');
