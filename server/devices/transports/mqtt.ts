@@ -85,6 +85,7 @@ class MqttLink implements DeviceLink {
     readonly client: Client,
     readonly remoteAddress: string,
     readonly deviceId: string,
+    private readonly maxOutQueueBytes: number,
   ) {}
 
   get bufferedOut(): number {
@@ -102,6 +103,9 @@ class MqttLink implements DeviceLink {
     // welcome is the CONNACK, stored the PUBACK, pong the PINGRESP; errors end up in the device's
     // log and, when they close the connection, as its reason.
     if (message.type !== 'fromservertonode') return 'ok';
+    // aedes writes whatever it is given: a device that does not read gets the same bounded queue as
+    // on the other transports (docs/protocol.md, "Errors and limits").
+    if (this.bufferedOut > STALL_BYTES + this.maxOutQueueBytes) return 'overflow';
     if (this.subscribed) this.publish(message);
     else if (this.held.length < MAX_HELD_COMMANDS) this.held.push(message);
     return 'ok';
@@ -259,7 +263,7 @@ export class MqttTransport {
     const admission = this.admissions.get(client);
     if (!identity || !admission) return;
     this.admissions.delete(client);
-    const link = new MqttLink(client, admission.remoteAddress, identity.deviceId);
+    const link = new MqttLink(client, admission.remoteAddress, identity.deviceId, this.core.limits.maxOutQueueBytes);
     this.links.set(client, link);
     const session = this.core.open(link, admission);
     link.session = session;
