@@ -268,7 +268,7 @@ export class TlsMaterial extends EventEmitter<{ changed: [] }> {
     const names = (opts.names ?? (() => machineNames(opts.publicHost)))();
     const certPem = readIfThere(f.cert);
     const keyPem = readIfThere(f.key);
-    if (certPem && keyPem && TlsMaterial.stillGood(certPem, ca.certPem, names, opts.renewBeforeDays ?? 30)) return { certPem, keyPem };
+    if (certPem && keyPem && TlsMaterial.stillGood(certPem, keyPem, ca.certPem, names, opts.renewBeforeDays ?? 30)) return { certPem, keyPem };
     const issued = await issueServerCert(ca, names);
     writeSecret(f.key, issued.keyPem);
     fs.writeFileSync(f.cert, issued.certPem, { mode: 0o644 });
@@ -276,9 +276,11 @@ export class TlsMaterial extends EventEmitter<{ changed: [] }> {
     return issued;
   }
 
-  private static stillGood(certPem: string, caPem: string, names: readonly string[], renewBeforeDays: number): boolean {
+  private static stillGood(certPem: string, keyPem: string, caPem: string, names: readonly string[], renewBeforeDays: number): boolean {
     try {
       const cert = new crypto.X509Certificate(certPem);
+      // The pair on disk must belong together (two writers of one directory may have crossed).
+      if (!cert.checkPrivateKey(crypto.createPrivateKey(keyPem))) return false;
       if (!cert.verify(new crypto.X509Certificate(caPem).publicKey)) return false;
       if (Date.parse(cert.validTo) - Date.now() < renewBeforeDays * DAY_MS) return false;
       const entries = (cert.subjectAltName ?? '').split(', ');

@@ -149,12 +149,13 @@ export class TcpTransport {
       ? secureServer(opts.tls, core, log, (socket, admission) => this.open(socket, admission, false))
       : net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.server.maxConnections = opts.maxConnections;
-    this.server.on('error', (err) => this.log.error({ err }, 'device listener error'));
   }
 
-  /** Listens; resolves with the port bound. */
-  listen(port: number, host: string): Promise<number> {
-    return listenOn(this.server, port, host);
+  /** Listens; resolves with the port bound (a port in use fails start-up with one line, main.ts). */
+  async listen(port: number, host: string): Promise<number> {
+    const bound = await listenOn(this.server, port, host);
+    this.server.on('error', (err) => this.log.error({ err }, 'device listener error'));
+    return bound;
   }
 
   /** Stops accepting; the core says goodbye to the connections. */

@@ -149,6 +149,8 @@ export class WebSocketTransport {
     socket.on('error', () => {});
     const ip = this.remoteAddress(req);
     if (this.closed) return refuse(socket, 503, 'Server is shutting down');
+    // Behind a proxy that terminates TLS, the proxy says whether the device came over wss://.
+    if (!secure && this.opts.trustProxy && /^https\b/i.test(String(req.headers['x-forwarded-proto'] ?? ''))) secure = true;
     if (!secure && !this.opts.plaintext) return refuse(socket, 403, 'Plain ws:// is off on this server (DEVICE_PLAINTEXT=false): connect with wss:// to the HTTPS port');
     const admission = this.core.admit(ip);
     if (!admission) return refuse(socket, 429, 'Too many connections from this address');
@@ -194,9 +196,10 @@ export class WebSocketTransport {
 
   private remoteAddress(req: IncomingMessage): string {
     if (this.opts.trustProxy) {
+      // The entry our proxy added is the last one; anything before it the device could have made up.
       const forwarded = req.headers['x-forwarded-for'];
-      const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-      if (first) return first.replace(/^::ffff:/, '');
+      const last = (Array.isArray(forwarded) ? forwarded.at(-1) : forwarded)?.split(',').at(-1)?.trim();
+      if (last) return last.replace(/^::ffff:/, '');
     }
     return (req.socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
   }
