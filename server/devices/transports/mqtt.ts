@@ -19,6 +19,8 @@ export const topics = {
 
 /** aedes's clients can stop and resume reading (it does so itself while authenticating). */
 type PausableClient = Client & { pause(): void; resume(): void };
+/** aedes's clients keep their active subscriptions by topic. */
+type SubscribedClient = Client & { subscriptions: Record<string, unknown> };
 
 /** Room for the topic and packet ids around a 16 KiB payload. */
 const MAX_PACKET_BYTES = MAX_LINE_BYTES + 1024;
@@ -179,6 +181,11 @@ export class MqttTransport {
       const link = this.links.get(client);
       if (link && subs.some((s) => s.topic === topics.commands(link.deviceId))) link.onSubscribed();
     });
+    // A persistent session (clean session off) comes back with its subscription restored, and sends no SUBSCRIBE.
+    broker.on('connackSent', (_packet, client) => {
+      const link = this.links.get(client);
+      if (link && (client as SubscribedClient).subscriptions[topics.commands(link.deviceId)]) link.onSubscribed();
+    });
     broker.on('ping', (_packet, client) => this.links.get(client)?.session?.alive());
     broker.on('clientError', (client, err) => this.log.debug({ err, device: this.links.get(client)?.deviceId }, 'mqtt client error'));
   }
@@ -192,8 +199,9 @@ export class MqttTransport {
       authenticate: (client, username, password, cb) => void transport!.authenticate(client, username, password, cb),
       authorizePublish: (client, packet, cb) => transport!.authorizePublish(client, packet.topic, packet.payload, cb),
       authorizeSubscribe: (client, sub, cb) => {
-        const link = transport!.links.get(client);
-        if (link && sub.topic === topics.commands(link.deviceId)) cb(null, { ...sub, qos: Math.min(sub.qos, 1) as 0 | 1 });
+        // By identity, not link: a persistent session's subscriptions are restored before the link exists.
+        const id = transport!.identities.get(client)?.deviceId;
+        if (id !== undefined && sub.topic === topics.commands(id)) cb(null, { ...sub, qos: Math.min(sub.qos, 1) as 0 | 1 });
         else cb(null, null);
       },
     });

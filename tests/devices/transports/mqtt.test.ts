@@ -231,6 +231,26 @@ describe('MQTT devices, with the mqtt client', () => {
     socket.close();
   });
 
+  test('when a device with a persistent session (clean session off) reconnects, then its subscription holds and queued commands reach it without a new SUBSCRIBE', async () => {
+    const { server, socket } = await withDashboard();
+    const { token } = await addDevice(server, 'mq-keep');
+    const first = await RawMqtt.connect(server.mqttPort, { id: 'mq-keep', token, clientId: 'keep-1', clean: false });
+    first.raw.subscribe(topics.commands('mq-keep'));
+    expect(await first.raw.next((p) => p.cmd === 'suback')).toMatchObject({ granted: [1] });
+    first.raw.send({ cmd: 'disconnect' });
+    await first.raw.waitClosed();
+    const res = await emitAck(socket, 'command:send', { deviceId: 'mq-keep', action: 'togglerele' });
+    expect(res.command.status).toBe('queued');
+    const again = await RawMqtt.open(server.mqttPort);
+    again.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, keepalive: 60, clientId: 'keep-1', username: 'mq-keep', password: Buffer.from(token) });
+    expect(await again.next((p) => p.cmd === 'connack')).toMatchObject({ returnCode: 0, sessionPresent: true });
+    const got = await again.next((p) => p.cmd === 'publish');
+    expect(got).toMatchObject({ topic: topics.commands('mq-keep'), qos: 1 });
+    expect(JSON.parse((got as { payload: Buffer }).payload.toString()).id).toBe(res.command.id);
+    again.close();
+    socket.close();
+  });
+
   test('when a device stays connected, then it is online from CONNECT to the end of the connection; a missed keepalive ends it, PINGREQs keep it', async () => {
     const { server, socket } = await withDashboard();
     server.app.core.limits.idleTimeoutMs = 1000; // MQTT's own keepalive decides, not the lines' idle timeout
