@@ -39,8 +39,12 @@ export function secureServer(material: TlsMaterial, core: DeviceCore, log: Logge
     pending.delete(k);
     onSecure(socket, admission);
   });
-  // A plain-text client, a client that does not trust us, a handshake that timed out: its socket closes.
-  server.on('tlsClientError', (err, socket) => log.debug({ err: err.message, remote: socket.remoteAddress }, 'TLS handshake failed'));
+  // A plain-text client, a client that does not trust us, a handshake that timed out: its socket
+  // closes. Node only reports a handshake timeout here and leaves the socket open, so it is closed here.
+  server.on('tlsClientError', (err, socket) => {
+    log.debug({ err: err.message, remote: socket.remoteAddress }, 'TLS handshake failed');
+    socket.destroy();
+  });
   const onChanged = () => server.setSecureContext(material.secureContext());
   material.on('changed', onChanged);
   server.once('close', () => material.off('changed', onChanged));
