@@ -64,31 +64,37 @@ export function serverNodeFlags(root) {
 }
 
 /**
- * Starts `node dist/main.js` with the flags of `npm start`, on loopback and free ports, its output
- * in `<logDir>/<label>.log`. Resolves once both ports accept connections.
+ * Starts `node dist/main.js` with the flags of `npm start`, on loopback and free ports (or the ones
+ * `env` names: PORT, DEVICE_PORT, MQTT_PORT, e.g. a restart on the same ports), its output in
+ * `<logDir>/<label>.log`. Resolves once the HTTP and device ports (and DEVICE_TLS_PORT when `env`
+ * turns it on) accept connections.
  */
 export async function startSockpit(label, { dataDir, logDir, env = {}, nodeFlags = [] }) {
-  const port = await freePort();
-  const devicePort = await freePort();
-  const mqttPort = await freePort();
+  const given = (k) => (env[k] && env[k] !== 'off' && Number(env[k]) > 0 ? Number(env[k]) : null);
+  const port = given('PORT') ?? (await freePort());
+  const devicePort = given('DEVICE_PORT') ?? (await freePort());
+  const mqttPort = given('MQTT_PORT') ?? (await freePort());
+  const tlsPort = given('DEVICE_TLS_PORT');
   const fullEnv = {
     HOST: '127.0.0.1',
-    PORT: String(port),
-    DEVICE_PORT: String(devicePort),
-    // Its own MQTT port (the machine's Mosquitto, also a bench peer, may have 1883); TLS when asked.
-    MQTT_PORT: String(mqttPort),
+    // TLS listeners only when asked (their defaults, 7443 and 8883, may be taken).
     DEVICE_TLS_PORT: 'off',
     MQTT_TLS_PORT: 'off',
     DATA_DIR: dataDir,
     LOG_LEVEL: 'warn',
     BCRYPT_ROUNDS: '4',
     ...env,
+    PORT: String(port),
+    DEVICE_PORT: String(devicePort),
+    // Its own MQTT port (the machine's Mosquitto, also a bench peer, may have 1883).
+    MQTT_PORT: env.MQTT_PORT === 'off' ? 'off' : String(mqttPort),
   };
   const child = startProcess(label, process.execPath, [...serverNodeFlags(ROOT), ...nodeFlags, path.join(ROOT, 'dist', 'main.js')], { env: fullEnv, logDir, cwd: ROOT });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   await waitForPort(port, { child, timeoutMs: 30_000 });
   await waitForPort(devicePort, { child });
-  return { child, pid: child.pid, port, devicePort, mqttPort, wsUrl: `ws://127.0.0.1:${port}/device`, baseUrl: `http://127.0.0.1:${port}`, env: fullEnv, logFile: child.logFile, exited };
+  if (tlsPort !== null) await waitForPort(tlsPort, { child });
+  return { child, pid: child.pid, port, devicePort, mqttPort, tlsPort, wsUrl: `ws://127.0.0.1:${port}/device`, baseUrl: `http://127.0.0.1:${port}`, env: fullEnv, logFile: child.logFile, exited };
 }
 
 /** The server's log lines at level error (50) and above, and how many warnings (40). */
