@@ -213,7 +213,7 @@ export class ProcWatch {
     }, 250);
   }
 
-  /** { cpu_pct, rss_mib, peak_rss_mib } summed over the processes. */
+  /** { cpu_pct, cpu_s, rss_mib, peak_rss_mib } summed over the processes (cpu_s: CPU seconds used). */
   stop() {
     clearInterval(this.timer);
     let cpu = 0;
@@ -231,6 +231,7 @@ export class ProcWatch {
     });
     return {
       cpu_pct: secs > 0 ? Math.round((cpu / secs) * 1000) / 10 : null,
+      cpu_s: cpu,
       rss_mib: Math.round(rss / 102.4) / 10,
       peak_rss_mib: Math.round(peak / 102.4) / 10,
     };

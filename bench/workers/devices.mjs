@@ -1,13 +1,15 @@
 // Load generator: many devices in one process. Against sockpit each device is the project's device
-// client (server/devices/client.ts, bundled to dist/device-client.js by bench/lib/build.mjs); the
-// bare relay gets a bare link of the same client (it answers nothing, not even a welcome);
-// Mosquitto gets MQTT 3.1.1 QoS 0. Driven by bench/run.mjs over IPC (see serveWorker).
+// client (server/devices/client.ts, bundled to dist/device-client.js by bench/lib/build.mjs) on the
+// transport the config names (TCP lines, TCP lines over TLS, WebSocket, MQTT); the bare relay gets
+// a bare link of the same client (it answers nothing, not even a welcome); Mosquitto gets MQTT 3.1.1
+// QoS 0. Driven by bench/run.mjs over IPC (see serveWorker).
 //
-// The hot loop stays as cheap as a hand-written client: readings are encoded here into one string
-// per device and tick and written as they are (writeRaw), and `stored` answers are counted on the
-// client's fast path without decoding the whole line.
+// The hot loop stays as cheap as a hand-written client: readings are encoded here and written as
+// they are (writeRaw; one line, frame or PUBLISH per reading at a fixed rate), and `stored`
+// answers are counted on the client's fast path without decoding the whole line.
 //
-// config: { target: 'sockpit'|'relay'|'mqtt', port, devices: [{id, token}], localAddresses, tag }
+// config: { target: 'sockpit'|'relay'|'mqtt', transport?: 'tcp'|'ws'|'mqtt' (sockpit only),
+//           port, wsUrl?, tls?: { ca }, devices: [{id, token, localAddress?}], localAddresses, tag }
 import net from 'node:net';
 import { createRequire } from 'node:module';
 import { DEVICE_CLIENT_JS } from '../lib/build.mjs';
@@ -15,11 +17,20 @@ import { connectPacket, publishPacket, PacketReader } from '../lib/mqtt.mjs';
 import { serveWorker, workerConfig, sleep } from '../lib/proc.mjs';
 import { nowMs } from '../lib/stats.mjs';
 
-const { DeviceClient, tcpTransport } = createRequire(import.meta.url)(DEVICE_CLIENT_JS);
+const { DeviceClient, tcpTransport, websocketTransport, mqttTransport } = createRequire(import.meta.url)(DEVICE_CLIENT_JS);
 
 const cfg = workerConfig();
+const TRANSPORT = cfg.target === 'sockpit' ? (cfg.transport ?? 'tcp') : null;
+// Closed loop ("max"): every device is visited every TICK_MS * VISIT_EVERY = 20 ms.
 const TICK_MS = 5;
-const VISIT_EVERY = 4; // each device writes at most every TICK_MS * VISIT_EVERY = 20 ms
+const VISIT_EVERY = 4;
+// Open loop (a fixed rate): the clock says how many readings are due; they go out one per write,
+// to the devices in turn, so each device writes one reading whenever its own is due (device k of
+// N at k/rate, k/rate + N/rate, …). Checked every millisecond.
+const OPEN_TICK_MS = 1;
+// A generator that fell this far behind its clock (a stall, or no CPU) skips the rest instead of
+// sending it in one burst; skipped readings are counted as `lagged_by_generator`.
+const MAX_CATCHUP_MS = 100;
 const HIGH_WATER = 64 * 1024; // open loop: readings due while this much is unsent are dropped
 const MAX_BATCH = 32; // closed loop ("max"): lines per write while the socket takes them
 const MAX_BUFFERED_MAX = 16 * 1024;
@@ -35,7 +46,7 @@ const KEEPALIVE_MS = 30_000;
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
 
-const counters = { sent: 0, dropped: 0, stored: 0, commands: 0, closed: 0, errors: {} };
+const counters = { sent: 0, dropped: 0, lagged: 0, stored: 0, commands: 0, closed: 0, errors: {} };
 const totals = { sent: 0, stored: 0 }; // never reset: for the end-of-run storage check
 const devices = cfg.devices.map((d, i) => ({
   ...d,
@@ -44,9 +55,12 @@ const devices = cfg.devices.map((d, i) => ({
   out: null,
   ready: false,
   seq: 0,
-  sentPhase: 0,
   unacked: 0,
   topic: `d/${d.id}/t`,
+  /** Sockpit over MQTT: the mqtt.js client of the link, its telemetry topic and PUBACK callback. */
+  mqtt: null,
+  mqttTopic: `sockpit/${d.id}/telemetry`,
+  onPuback: null,
   localAddress: d.localAddress ?? (cfg.localAddresses?.length ? cfg.localAddresses[i % cfg.localAddresses.length] : undefined),
 }));
 
@@ -55,12 +69,37 @@ function message(dev) {
   return `{"type":"telemetry","id":"${cfg.tag}-${seq}","data":{"t":${nowMs().toFixed(3)},"seq":${seq},"temp":21.5,"hum":40.25}}`;
 }
 
-/** `n` readings of one device as one string for writeRaw(…, 'latin1'). */
+/** `n` readings of one device as one string for writeRaw(…, 'latin1') (TCP lines or MQTT packets). */
 function batch(dev, n) {
+  if (TRANSPORT === 'ws' || TRANSPORT === 'mqtt') throw new Error(`the closed loop is for TCP devices, not ${TRANSPORT}`);
   let out = '';
   if (cfg.target === 'mqtt') for (let k = 0; k < n; k++) out += publishPacket(dev.topic, message(dev));
   else for (let k = 0; k < n; k++) out += b64(message(dev)) + '\n';
   return out;
+}
+
+/**
+ * One reading, one write: a line (sockpit over TCP, the relay), a text frame (WebSocket, base64 as
+ * on a line), a QoS 1 PUBLISH whose PUBACK is the `stored` answer (sockpit's MQTT), or a QoS 0
+ * PUBLISH (Mosquitto).
+ */
+function sendOne(dev) {
+  if (TRANSPORT === 'mqtt') dev.mqtt.publish(dev.mqttTopic, message(dev), { qos: 1 }, dev.onPuback);
+  else if (TRANSPORT === 'ws') dev.out.writeRaw(b64(message(dev)));
+  else if (cfg.target === 'mqtt') dev.out.writeRaw(publishPacket(dev.topic, message(dev)), 'latin1');
+  else dev.out.writeRaw(b64(message(dev)) + '\n', 'latin1');
+}
+
+function countStored(dev) {
+  counters.stored++;
+  totals.stored++;
+  dev.unacked--;
+}
+
+function transportOf(dev) {
+  if (TRANSPORT === 'ws') return websocketTransport({ url: cfg.wsUrl });
+  if (TRANSPORT === 'mqtt') return mqttTransport({ port: cfg.port, id: dev.id, token: dev.token });
+  return tcpTransport({ port: cfg.port, localAddress: dev.localAddress, ...(cfg.tls ? { tls: cfg.tls } : {}) });
 }
 
 /** A sockpit device: the device client, welcomed; readings counted, commands acked. */
@@ -70,16 +109,12 @@ function connectSockpit(dev, finish) {
     id: dev.id,
     token: dev.token,
     firmware: 'bench',
-    transport: tcpTransport({ port: cfg.port, localAddress: dev.localAddress }),
+    transport: transportOf(dev),
     reconnect: false,
     maxUnacked: 0, // the bench writes its readings itself and only counts the answers
     keepaliveMs: KEEPALIVE_MS,
     handlers: {
-      stored: () => {
-        counters.stored++;
-        totals.stored++;
-        dev.unacked--;
-      },
+      stored: () => countStored(dev),
       command: () => {
         counters.commands++;
         return { ok: true, result: { relay: true } };
@@ -97,6 +132,13 @@ function connectSockpit(dev, finish) {
   dev.out = client;
   client.start().then(
     () => {
+      if (TRANSPORT === 'mqtt') {
+        // PUBACK is the `stored` answer (docs/protocol.md, MQTT); counted per PUBLISH from here.
+        dev.mqtt = client.currentLink.client;
+        dev.onPuback = (err) => {
+          if (!err) countStored(dev);
+        };
+      }
       dev.ready = true;
       finish(true);
     },
@@ -179,64 +221,85 @@ function connectOne(dev) {
 // ---- load ----
 
 let mode = 'idle'; // 'idle' | 'rate' | 'max'
-let ratePerDev = 0;
+let rate = 0; // readings/s of this process (open loop)
 let phaseStart = 0;
+let issued = 0; // readings due since phaseStart, sent or not
+let cursor = 0;
 let tickNo = 0;
 let ticker = null;
 let active = devices;
 
-function tick() {
-  const now = nowMs();
+/** Open loop: whatever the clock says is due goes out now, one reading per write, device after device. */
+function openTick() {
+  const target = Math.floor((rate * (nowMs() - phaseStart)) / 1000);
+  let due = target - issued;
+  if (due <= 0) return;
+  const cap = Math.max(1, Math.ceil((rate * MAX_CATCHUP_MS) / 1000));
+  if (due > cap) {
+    counters.lagged += due - cap;
+    issued += due - cap;
+    due = cap;
+  }
+  const n = active.length;
+  for (let k = 0; k < due; k++) {
+    const dev = active[cursor];
+    cursor = cursor + 1 === n ? 0 : cursor + 1;
+    issued++;
+    if (!dev.ready || dev.out.bufferedBytes > HIGH_WATER) {
+      counters.dropped++;
+      continue;
+    }
+    sendOne(dev);
+    dev.unacked++;
+    counters.sent++;
+    totals.sent++;
+  }
+}
+
+/** Closed loop: every device writes MAX_BATCH readings whenever its socket takes them. */
+function maxTick() {
   const slot = tickNo++ % VISIT_EVERY;
   for (let k = slot; k < active.length; k += VISIT_EVERY) {
     const dev = active[k];
     if (!dev.ready) continue;
-    if (mode === 'rate') {
-      const due = Math.floor((ratePerDev * (now - phaseStart)) / 1000) - dev.sentPhase;
-      if (due <= 0) continue;
-      dev.sentPhase += due;
-      if (dev.out.bufferedBytes > HIGH_WATER) {
-        counters.dropped += due;
-        continue;
-      }
-      const n = Math.min(due, 2000);
-      counters.dropped += due - n;
-      dev.out.writeRaw(batch(dev, n), 'latin1');
-      dev.unacked += n;
-      counters.sent += n;
-      totals.sent += n;
-    } else if (mode === 'max') {
-      if (dev.out.bufferedBytes > MAX_BUFFERED_MAX) continue;
-      if (cfg.target === 'sockpit' && dev.unacked >= MAX_UNACKED) continue;
-      dev.out.writeRaw(batch(dev, MAX_BATCH), 'latin1');
-      dev.unacked += MAX_BATCH;
-      counters.sent += MAX_BATCH;
-      totals.sent += MAX_BATCH;
-    }
+    if (dev.out.bufferedBytes > MAX_BUFFERED_MAX) continue;
+    if (cfg.target === 'sockpit' && dev.unacked >= MAX_UNACKED) continue;
+    dev.out.writeRaw(batch(dev, MAX_BATCH), 'latin1');
+    dev.unacked += MAX_BATCH;
+    counters.sent += MAX_BATCH;
+    totals.sent += MAX_BATCH;
   }
 }
 
-function setLoad({ rate = 0, max = false, count = null }) {
+function setLoad({ rate: r = 0, max = false, count = null }) {
   active = count === null ? devices : devices.slice(0, count);
-  for (const d of devices) d.sentPhase = 0;
+  if (ticker) clearInterval(ticker);
+  ticker = null;
   phaseStart = nowMs();
-  // Spread the devices' first writes over one visit period.
-  if (max) mode = 'max';
-  else if (rate > 0) {
+  issued = 0;
+  cursor = 0;
+  if (max) {
+    mode = 'max';
+    ticker = setInterval(maxTick, TICK_MS);
+  } else if (r > 0 && active.length > 0) {
     mode = 'rate';
-    ratePerDev = rate / active.length;
+    rate = r;
+    ticker = setInterval(openTick, OPEN_TICK_MS);
   } else mode = 'idle';
-  if (mode === 'idle') {
-    if (ticker) clearInterval(ticker);
-    ticker = null;
-  } else if (!ticker) ticker = setInterval(tick, TICK_MS);
 }
 
+let countingSince = nowMs();
+
 function snapshot(reset) {
-  const s = { ...counters, errors: { ...counters.errors }, ready: devices.filter((d) => d.ready).length, total_sent: totals.sent, total_stored: totals.stored };
+  const now = nowMs();
+  // since_ms: this process's own clock since the last reset, so that a rate does not depend on
+  // when the orchestrator's request arrived.
+  const s = { ...counters, errors: { ...counters.errors }, since_ms: now - countingSince, ready: devices.filter((d) => d.ready).length, total_sent: totals.sent, total_stored: totals.stored };
   if (reset) {
+    countingSince = now;
     counters.sent = 0;
     counters.dropped = 0;
+    counters.lagged = 0;
     counters.stored = 0;
     counters.commands = 0;
   }

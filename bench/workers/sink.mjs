@@ -17,9 +17,67 @@ let statusEvents = 0;
 const sockets = [];
 const acked = new Map(); // command id → time its `acked` status arrived (or a failure word)
 const waiters = new Map(); // command id → resolve, for statuses still to come
+let totalReceived = 0; // never reset: a step's readings are the difference
+
+// Open-loop clicks (bench/run.mjs, open loop): a Send Action to Node every `everyMs`, whatever the
+// answers; click→acked per click. Clicks belong to the epoch current when they were sent, so the
+// bench counts only those sent in its window and still collects their late answers after it.
+let clickTimer = null;
+let clickEpoch = 0;
+const clickEpochs = new Map(); // epoch → { sent, acked, failures, hist }
+const clickPending = new Map(); // command id → { epoch, t0 }
+const clickEarly = new Map(); // command id → status that came before the answer to command:send
+let clicksUnanswered = 0; // command:send emitted, its answer (with the command id) not yet here
+
+function epochStats(epoch) {
+  let e = clickEpochs.get(epoch);
+  if (!e) clickEpochs.set(epoch, (e = { sent: 0, acked: 0, failures: {}, hist: new Histogram() }));
+  return e;
+}
+
+function clickFailed(epoch, why) {
+  const f = epochStats(epoch).failures;
+  f[why] = (f[why] ?? 0) + 1;
+}
+
+/** A status for a click: `v` is the time `acked` arrived, or the failure word. */
+function clickSettled(id, v) {
+  const p = clickPending.get(id);
+  clickPending.delete(id);
+  if (typeof v === 'number') {
+    const e = epochStats(p.epoch);
+    e.acked++;
+    e.hist.record(v - p.t0);
+  } else clickFailed(p.epoch, v);
+}
+
+function click(deviceId) {
+  const epoch = clickEpoch;
+  epochStats(epoch).sent++;
+  const t0 = nowMs();
+  clicksUnanswered++;
+  sockets[0]
+    .timeout(30_000)
+    .emitWithAck('command:send', { deviceId, action: 'togglerele' })
+    .finally(() => clicksUnanswered--)
+    .then(
+      (res) => {
+        if (!res?.ok) return clickFailed(epoch, res?.error ?? 'error');
+        const id = res.command.id;
+        clickPending.set(id, { epoch, t0 });
+        if (clickEarly.has(id)) {
+          const v = clickEarly.get(id);
+          clickEarly.delete(id);
+          clickSettled(id, v);
+        }
+      },
+      () => clickFailed(epoch, 'no_answer_to_command_send'),
+    );
+}
 
 function onReading(t) {
   received++;
+  totalReceived++;
   if (typeof t === 'number') hist.record(nowMs() - t);
 }
 
@@ -43,6 +101,13 @@ function connectSockpit(cookie) {
       if (c.status === 'acked') v = nowMs();
       else if (c.status !== 'queued' && c.status !== 'sent') v = c.status;
       else return;
+      if (clickPending.has(c.id)) return clickSettled(c.id, v);
+      if (clicksUnanswered > 0 && !waiters.has(c.id)) {
+        // Maybe a click whose command:send answer is still on its way.
+        clickEarly.set(c.id, v);
+        if (clickEarly.size > 10_000) clickEarly.delete(clickEarly.keys().next().value);
+        return;
+      }
       const w = waiters.get(c.id);
       if (w) w(v);
       else acked.set(c.id, v);
@@ -174,7 +239,7 @@ serveWorker({
     return { connected: sockets.length, elapsed_ms: nowMs() - t0 };
   },
   window({ reset = false } = {}) {
-    const r = { received, status_events: statusEvents, hist: hist.toJSON() };
+    const r = { received, total_received: totalReceived, status_events: statusEvents, hist: hist.toJSON() };
     if (reset) {
       received = 0;
       statusEvents = 0;
@@ -183,6 +248,29 @@ serveWorker({
     return r;
   },
   commands: runCommands,
+  /** Starts clicking (one device after another), or moves on to a new epoch; returns the epoch. */
+  clicksStart({ deviceIds, everyMs = 100 }) {
+    clickEpoch++;
+    if (clickTimer === null) {
+      let next = 0;
+      clickTimer = setInterval(() => click(deviceIds[next++ % deviceIds.length]), everyMs);
+    }
+    return clickEpoch;
+  },
+  clicksStop() {
+    if (clickTimer !== null) clearInterval(clickTimer);
+    clickTimer = null;
+    clickEpoch++;
+    return true;
+  },
+  /** Clicks of one epoch: sent, acked, failures, still pending, click→acked latency. */
+  clicksResult({ epoch }) {
+    const e = epochStats(epoch);
+    let pending = 0;
+    for (const p of clickPending.values()) if (p.epoch === epoch) pending++;
+    const failed = Object.values(e.failures).reduce((a, b) => a + b, 0);
+    return { sent: e.sent, acked: e.acked, failed, pending: Math.max(pending, e.sent - e.acked - failed), failures: e.failures, hist: e.hist.toJSON() };
+  },
   async fleet() {
     const r = await sockets[0].timeout(30_000).emitWithAck('fleet:list', {});
     if (!r?.ok) throw new Error(`fleet:list: ${r?.error}`);
