@@ -50,7 +50,7 @@ describe('sockpit device …', () => {
     const server = await startServer();
     const id = uniq('esp-text');
     const out = await ok(server, ['device', 'add', id, '--name', 'Greenhouse sensor']);
-    const sim = new RegExp(`npx sockpit simulate --id ${id} --token (\\S+)`).exec(out);
+    const sim = new RegExp(`npx sockpit simulate --id ${id} --token[= ](\\S+)`).exec(out);
     expect(sim).not.toBeNull();
     const token = sim![1]!;
     // The token stands on its own line (to copy), and the simulate line repeats it.

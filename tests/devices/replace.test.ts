@@ -61,7 +61,7 @@ describe('17. duplicate device id and token rotation', () => {
     const res = await postForm(server.baseUrl, '/admin/devices', '/admin/devices/esp-rot/token', {}, jar);
     expect(res.status).toBe(200);
     const html = await res.text();
-    const fresh = /--token ([A-Za-z0-9_-]+)/.exec(html)![1]!;
+    const fresh = /--token[= ]([A-Za-z0-9_-]+)/.exec(html)![1]!;
     expect(await live.next((m) => m.type === 'error')).toMatchObject({ error: 'unauthorized', detail: 'token rotated' });
     await live.waitClosed();
     const old = await RawDevice.connect(server.devicePort);

@@ -12,7 +12,7 @@ describe('admin pages', () => {
     const res = await postForm(server.baseUrl, '/admin/devices', '/admin/devices', { id: 'kitchen', name: 'Kitchen relay' }, jar);
     expect(res.status).toBe(201);
     const html = await res.text();
-    const token = /#define DEVICE_TOKEN &#34;([A-Za-z0-9_-]+)&#34;/.exec(html)?.[1] ?? /--token ([A-Za-z0-9_-]+)/.exec(html)?.[1];
+    const token = /#define DEVICE_TOKEN &#34;([A-Za-z0-9_-]+)&#34;/.exec(html)?.[1] ?? /--token[= ]([A-Za-z0-9_-]+)/.exec(html)?.[1];
     expect(token).toBeDefined();
     expect(html).toContain(`npx sockpit simulate --id kitchen --token=${token}`);
     const list = await (await fetch(server.baseUrl + '/admin/devices', { headers: { cookie: jar.header() } })).text();
