@@ -21,7 +21,7 @@ import { createDeviceListeners, DeviceListeners, DevicePorts, ListenerStatus } f
 import { healthRoutes } from './health/routes';
 import { Lifecycle } from './lifecycle';
 import { createLogger } from './logger';
-import { Broadcaster, IO } from './realtime/broadcast';
+import { Broadcaster, FLEET_FLUSH_MS, IO } from './realtime/broadcast';
 import { createHandlers } from './realtime/handlers';
 import { createIO, endSession, registerRealtime } from './realtime/io';
 import { openStorage, Storage } from './storage';
@@ -98,7 +98,7 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
     httpServer.closeAllConnections();
     httpsServer?.closeAllConnections();
   });
-  const broadcast = parts.add('broadcast', new Broadcaster(io, { clustered: cluster !== null, log: log.child({ component: 'realtime' }) }), (b) => b.close());
+  const broadcast = parts.add('broadcast', new Broadcaster(io, { clustered: cluster !== null, flushMs: FLEET_FLUSH_MS, log: log.child({ component: 'realtime' }) }), (b) => b.close());
   const writer = parts.add('telemetry writer', new TelemetryWriter(storage, log, { maxRows: config.telemetryBatchRows, maxDelayMs: config.telemetryBatchMs }), (w) => w.close());
   const registry = new DeviceRegistry();
   const delivery = parts.add('command delivery', new CommandDelivery({ storage, registry, broadcast, log }), (d) => d.close());

@@ -81,6 +81,17 @@ export function encodeText(message: object, encoding: Encoding): string {
   return encoding === 'json' ? json : Buffer.from(json, 'utf8').toString('base64');
 }
 
+/** Encodes several messages as lines in one buffer (one write for a device's held replies). */
+export function encodeLines(messages: readonly object[], encoding: Encoding): Buffer {
+  let text = '';
+  if (encoding === 'json') {
+    for (const m of messages) text += JSON.stringify(m) + '\n';
+    return Buffer.from(text, 'utf8');
+  }
+  for (const m of messages) text += Buffer.from(JSON.stringify(m), 'utf8').toString('base64') + '\n';
+  return Buffer.from(text, 'latin1');
+}
+
 /** Encodes one message as a line in the given encoding, `\n` included. */
 export function encodeLine(message: object, encoding: Encoding): Buffer {
   const json = JSON.stringify(message);

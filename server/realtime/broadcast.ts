@@ -35,7 +35,16 @@ export interface ConflationLimits {
 
 export const DEFAULT_CONFLATION: ConflationLimits = { lagBytes: 256 * 1024, checkMs: 50, stuckMs: 30_000 };
 
+/**
+ * How often the fleet's live readings leave (the app's setting): once per turn of the event loop
+ * was nearly once per reading under load, each a Socket.IO packet encoded and written to every
+ * dashboard; on a short fixed cadence a busy fleet costs a few packets a second (bench/README.md).
+ */
+export const FLEET_FLUSH_MS = 20;
+
 export interface BroadcasterOptions {
+  /** Collect live readings this long before they leave (0: at the end of the event-loop turn, the default). */
+  flushMs?: number;
   /**
    * True when other instances share the Socket.IO adapter (Redis): each tick's readings are sent
    * to them once (`fleet:readings`), and every instance delivers them to its own sockets.
@@ -65,7 +74,8 @@ export class Broadcaster {
   private readonly logs = new Map<string, LogEntry[]>();
   /** Readings waiting for this tick's `fleet:telemetry` packet. */
   private batch: FleetReading[] = [];
-  private flushQueued: NodeJS.Immediate | null = null;
+  private flushQueued: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  private readonly flushMs: number;
   /** Sockets on this instance that did not ask for batches (they get one `device:telemetry` per reading). */
   private perReadingSockets = 0;
   /** Sockets on this instance in `fleet:batch`. */
@@ -104,6 +114,7 @@ export class Broadcaster {
     opts: BroadcasterOptions = {},
   ) {
     this.clustered = opts.clustered ?? false;
+    this.flushMs = opts.flushMs ?? 0;
     this.logger = opts.log;
     this.limits = { ...DEFAULT_CONFLATION, ...opts.conflation };
     // Every socket is in `fleet` (io.ts); those that asked for batches in the handshake are in
@@ -143,7 +154,7 @@ export class Broadcaster {
   telemetry(deviceId: string, ts: number, data: Record<string, unknown>): void {
     this.batch.push({ deviceId, ts, data });
     if (this.batch.length >= FLEET_BATCH_MAX) this.flushTelemetry();
-    else if (!this.flushQueued) this.flushQueued = setImmediate(() => this.flushTelemetry());
+    else if (!this.flushQueued) this.flushQueued = this.flushMs > 0 ? setTimeout(() => this.flushTelemetry(), this.flushMs) : setImmediate(() => this.flushTelemetry());
   }
 
   /**
@@ -151,7 +162,10 @@ export class Broadcaster {
    * whatever the number of readings and sockets), then to this instance's sockets.
    */
   flushTelemetry(): void {
-    if (this.flushQueued) clearImmediate(this.flushQueued);
+    // Each clear for its own kind: clearImmediate on a Timeout corrupts Node's count of immediates,
+    // and process.getActiveResourcesInfo() (prom-client's default metrics, so /metrics) then aborts the process.
+    if (this.flushQueued && this.flushMs > 0) clearTimeout(this.flushQueued as NodeJS.Timeout);
+    else if (this.flushQueued) clearImmediate(this.flushQueued as NodeJS.Immediate);
     this.flushQueued = null;
     if (this.batch.length === 0) return;
     const readings = this.batch;

@@ -32,6 +32,10 @@ export interface Reply {
 export interface WorkerData {
   file: string;
   sliceMs: number;
+  /** Group commit: a transaction waits this long after its oldest job for more rows… */
+  groupMs: number;
+  /** …or until this many rows are waiting. */
+  groupRows: number;
   checkpointEveryMs: number;
   walResetFrames: number;
   /** The checkpointer's entry file (sqlite-checkpointer.ts, built). */

@@ -11,8 +11,9 @@ export type { SqliteRunResult, ThreadTelemetryRow };
  * file; the main thread sends it queries and telemetry batches as messages and never waits on disk.
  *
  * Inside the worker, telemetry is written in slices: one transaction of up to {@link SLICE_MS} ms
- * over as many queued batches as fit (few commits: with many devices each commit rewrites pages
- * all over the indexes). A slice ends early, after at most 8 more rows, as soon as a query from
+ * over as many queued batches as fit, and a transaction waits up to {@link GROUP_MS} ms for more
+ * rows to share it (group commit: with many devices each commit rewrites index and `devices`
+ * pages all over the file, and each checkpoint copies them again; bench/README.md has the figures). A slice ends early, after at most 8 more rows, as soon as a query from
  * the main thread is waiting, so a query (a command, a session) waits for a few rows and a
  * commit, not for a whole batch or slice. A batch is answered once its rows and the devices'
  * `latest` they imply are committed, so `stored` still means committed. While a query-builder transaction is open
@@ -29,9 +30,13 @@ export type { SqliteRunResult, ThreadTelemetryRow };
  * thread fails, this connection goes back to automatic checkpoints.
  */
 
-export const SLICE_MS = 20;
-/** How often the checkpointer looks at the WAL. */
-export const CHECKPOINT_EVERY_MS = 100;
+export const SLICE_MS = 50;
+/** Group commit (sqlite-worker.ts): telemetry waits up to this long for more rows to share its commit… */
+export const GROUP_MS = 200;
+/** …or until this many are waiting. */
+export const GROUP_ROWS = 5000;
+/** How often the checkpointer copies the WAL into the file (a page changed many times meanwhile is copied once). */
+export const CHECKPOINT_EVERY_MS = 1000;
 /** WAL frames (pages of 4 KiB) past which telemetry is held for a moment so the WAL can be rewound: ~80 MB. */
 export const WAL_RESET_FRAMES = 20_000;
 
@@ -39,6 +44,8 @@ export const WAL_RESET_FRAMES = 20_000;
 export interface SqliteThreadOptions {
   checkpointEveryMs?: number;
   walResetFrames?: number;
+  groupMs?: number;
+  groupRows?: number;
 }
 
 /**
@@ -63,6 +70,8 @@ export class SqliteThread {
     const workerData: WorkerData = {
       file,
       sliceMs: SLICE_MS,
+      groupMs: opts.groupMs ?? GROUP_MS,
+      groupRows: opts.groupRows ?? GROUP_ROWS,
       checkpointEveryMs: opts.checkpointEveryMs ?? CHECKPOINT_EVERY_MS,
       walResetFrames: opts.walResetFrames ?? WAL_RESET_FRAMES,
       checkpointerFile: threadFile('sqlite-checkpointer'),

@@ -23,6 +23,8 @@ db.pragma(AUTOCHECKPOINT);
 // every insert from a thousand devices reads index pages back from the file.
 db.pragma('cache_size = -65536');
 const sliceMs: number = workerData.sliceMs;
+const groupMs: number = workerData.groupMs;
+const groupRows: number = workerData.groupRows;
 
 const cache = new Map<string, Database.Statement>();
 const prepare = (sql: string) => {
@@ -48,8 +50,13 @@ interface Job {
   id: number;
   rows: ThreadTelemetryRow[];
   pos: number;
+  arrivedAt: number;
 }
 const jobs: Job[] = [];
+/** Rows in `jobs` not yet inserted, and when the oldest of those jobs arrived. */
+let waitingRows = 0;
+let oldestWaitingAt = 0;
+let groupTimer: NodeJS.Timeout | null = null;
 /** Jobs whose rows are committed, waiting for the `latest` updates still pending. */
 let finished: Job[] = [];
 /** deviceId → newest row inserted but not yet written to devices.latest. */
@@ -90,10 +97,28 @@ const startCheckpointer = () => {
   ck.on('exit', lost);
 };
 
+/**
+ * Group commit: a transaction takes what arrived within `groupMs` of its oldest job (or
+ * `groupRows` rows, whichever comes first). Rows of a thousand devices dirty index and `devices`
+ * pages all over the file, and each commit writes every page it dirtied to the WAL; with more rows
+ * per commit each page is written once for several of them (bench/README.md). A query never waits
+ * for this: it ends a slice at once (yieldNow).
+ */
 const schedule = () => {
   if (scheduled || held || db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
-  scheduled = true;
-  setImmediate(runSlice);
+  const started = jobs.length > 0 && jobs[0]!.pos > 0;
+  const wait = closing !== null || started || pendingLatest.size > 0 || waitingRows >= groupRows ? 0 : oldestWaitingAt + groupMs - performance.now();
+  if (wait <= 0) {
+    if (groupTimer) clearTimeout(groupTimer);
+    groupTimer = null;
+    scheduled = true;
+    setImmediate(runSlice);
+  } else if (!groupTimer) {
+    groupTimer = setTimeout(() => {
+      groupTimer = null;
+      schedule();
+    }, wait);
+  }
 };
 
 const runSlice = () => {
@@ -132,6 +157,7 @@ const runSlice = () => {
         const job = jobs[0] as Job;
         while (job.pos < job.rows.length) {
           const r = job.rows[job.pos++]!;
+          waitingRows--;
           insert.run(r.deviceId, r.msgId, r.ts, JSON.stringify(r.data), r.deviceId);
           const cur = pendingLatest.get(r.deviceId);
           if (!cur || r.ts >= cur.ts) pendingLatest.set(r.deviceId, r);
@@ -140,7 +166,10 @@ const runSlice = () => {
             break;
           }
         }
-        if (job.pos >= job.rows.length) doneHere.push(jobs.shift() as Job);
+        if (job.pos >= job.rows.length) {
+          doneHere.push(jobs.shift() as Job);
+          if (jobs.length > 0) oldestWaitingAt = jobs[0]!.arrivedAt;
+        }
       }
       if (!polled) {
         for (const [deviceId, r] of pendingLatest) {
@@ -158,7 +187,12 @@ const runSlice = () => {
     // Everything this slice touched failed; the main thread retries those batches (inserts are
     // idempotent per msg_id). Jobs not yet started stay queued.
     const failed = new Set<Job>(doneHere);
-    if (jobs[0] && jobs[0].pos > 0) failed.add(jobs.shift() as Job);
+    if (jobs[0] && jobs[0].pos > 0) {
+      const partial = jobs.shift() as Job;
+      waitingRows -= partial.rows.length - partial.pos;
+      failed.add(partial);
+    }
+    if (jobs.length > 0) oldestWaitingAt = jobs[0]!.arrivedAt;
     for (const job of failed) fail(job.id, err);
     for (const job of finished) fail(job.id, err);
     finished = [];
@@ -210,7 +244,9 @@ const handle = (m: Request) => {
     schedule();
   } else if (m.op === 'telemetry') {
     if (!checkpointer) startCheckpointer();
-    jobs.push({ id: m.id, rows: m.rows, pos: 0 });
+    if (jobs.length === 0) oldestWaitingAt = performance.now();
+    jobs.push({ id: m.id, rows: m.rows, pos: 0, arrivedAt: performance.now() });
+    waitingRows += m.rows.length;
     schedule();
   } else if (m.op === 'close') {
     closing = m.id;

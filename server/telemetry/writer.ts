@@ -15,7 +15,7 @@ export interface TelemetryWriterOptions {
   /** Paused devices are resumed (`drain`) once fewer readings than this are held; default half of highWater. */
   lowWater?: number;
   retryMs?: number;
-  /** Batches being written at once (default 3): the next one is ready when the previous commits. */
+  /** Batches being written at once (default 8): the next one is ready when the previous commits. */
   maxInFlight?: number;
 }
 
@@ -64,7 +64,7 @@ export class TelemetryWriter extends EventEmitter<TelemetryWriterEvents> {
     this.highWater = opts.highWater ?? DEFAULT_HIGH_WATER;
     this.lowWater = opts.lowWater;
     this.retryMs = opts.retryMs ?? 500;
-    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 3);
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 8);
   }
 
   /** True while more readings are held than the high-water mark. */

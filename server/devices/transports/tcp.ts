@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { encodeLine, Encoding, LineSplitter, MAX_LINE_BYTES } from '../codec';
+import { encodeLine, encodeLines, Encoding, LineSplitter, MAX_LINE_BYTES } from '../codec';
 import type { Admission, DeviceCore } from '../core';
 import type { TlsMaterial } from '../../tls/material';
 import { listenOn, remoteAddressOf } from './net';
@@ -58,7 +58,16 @@ export class TcpLink implements DeviceLink {
 
   send(message: ServerMessage, encoding: Encoding): 'ok' | 'closed' | 'overflow' {
     if (this.socket.destroyed) return 'closed';
-    const line = encodeLine(message, encoding);
+    return this.write(encodeLine(message, encoding));
+  }
+
+  /** Held replies leave as one buffer, in one write. */
+  sendBatch(messages: ServerMessage[], encoding: Encoding): void {
+    if (this.socket.destroyed || messages.length === 0) return;
+    this.write(encodeLines(messages, encoding));
+  }
+
+  private write(line: Buffer): 'ok' | 'overflow' {
     if (this.stalledSince !== 0) {
       if (this.outBytes + line.length > this.maxOutQueueBytes) return 'overflow';
       this.outQueue.push(line);
@@ -67,13 +76,6 @@ export class TcpLink implements DeviceLink {
     }
     if (!this.socket.write(line)) this.stalledSince = Date.now();
     return 'ok';
-  }
-
-  sendBatch(messages: ServerMessage[], encoding: Encoding): void {
-    if (this.socket.destroyed) return;
-    this.socket.cork();
-    for (const m of messages) if (this.send(m, encoding) === 'overflow') break;
-    this.socket.uncork();
   }
 
   pause(): void {
