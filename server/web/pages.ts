@@ -86,7 +86,8 @@ export function pageRoutes(deps: PageDeps): Router {
       hostWarning: device.warning,
       hostHint,
       snippet: firmwareSnippet({ id, token, host: device.host, port: plainPort, hostNote: device.warning, ...(tls ?? {}) }),
-      simulate: simulateLine(id, token, simHost, ends.tcp ?? plainPort),
+      // With the plain port off (DEVICE_PLAINTEXT=false) the simulator speaks TLS to the TLS port.
+      simulate: ends.tcp === null && tls ? `${simulateLine(id, token, simHost, tls.tlsPort)} --tls` : simulateLine(id, token, simHost, ends.tcp ?? plainPort),
       ca: tls?.ca ?? null,
       tlsPort: tls?.tlsPort ?? null,
       plainPort: ends.tcp,
