@@ -828,7 +828,7 @@ async function idleConnections({ n, tls }) {
   await sleep(1000);
   const before = procSample(server.pid);
   const workers = split(prov.devices, P.connWorkers).map((ds, i) => new Worker(`idle-${kind}-gen${i}`, path.join(ROOT, 'bench/workers/devices.mjs'), { target: 'sockpit', port, devices: ds, tag: 'idle', ...extra }, { logDir }));
-  await sleep(500); // let the workers start before the clock does
+  await Promise.all(workers.map((w) => w.call('stats'))); // the workers have started before the clock does
   const t0 = performance.now();
   const r = await Promise.all(workers.map((w) => w.call('connect', { concurrency: 200, timeoutMs: 150_000 }, 200_000)));
   const acceptS = (performance.now() - t0) / 1000;
@@ -1130,7 +1130,7 @@ const deadline = setTimeout(() => {
   log('the bench ran past its time limit; stopping');
   killAll();
   process.exit(2);
-}, (QUICK ? 5 : 45) * 60_000);
+}, (QUICK ? 10 : 45) * 60_000);
 deadline.unref();
 
 main().then(

@@ -135,6 +135,9 @@ function connectSockpit(dev, finish) {
       if (TRANSPORT === 'mqtt') {
         // PUBACK is the `stored` answer (docs/protocol.md, MQTT); counted per PUBLISH from here.
         dev.mqtt = client.currentLink.client;
+        // mqtt.js leaves Nagle on; the TCP and WebSocket devices write with it off, and a device
+        // that sends one reading at a time wants each to leave at once (bench/README.md).
+        dev.mqtt.stream?.setNoDelay?.(true);
         dev.onPuback = (err) => {
           if (!err) countStored(dev);
         };
