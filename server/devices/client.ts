@@ -226,6 +226,8 @@ export interface WebSocketTransportOptions {
   headers?: Record<string, string>;
   /** For wss://: the CA to trust. */
   tls?: ClientTlsOptions;
+  /** Source address (the bench spreads devices over 127.0.0.x). */
+  localAddress?: string;
 }
 
 /** One message per text frame on a WebSocket to `/device`. */
@@ -257,7 +259,7 @@ export class WebSocketClientLink implements ClientLink {
 
   static open(o: WebSocketTransportOptions, handlers: LinkHandlers): Promise<WebSocketClientLink> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(o.url, { headers: o.headers, ca: o.tls?.ca, perMessageDeflate: false });
+      const ws = new WebSocket(o.url, { headers: o.headers, ca: o.tls?.ca, perMessageDeflate: false, localAddress: o.localAddress });
       const failed = (err: Error) => reject(err);
       ws.once('error', failed);
       ws.once('unexpected-response', (_req, res) => {
@@ -379,6 +381,8 @@ export class MqttClientLink implements ClientLink {
       });
       let settled = false;
       client.once('connect', () => {
+        // A device's messages are small and should leave at once (as on the other transports).
+        (client.stream as net.Socket | undefined)?.setNoDelay?.(true);
         client.subscribe(`sockpit/${o.id}/commands`, { qos: 1 }, (err) => {
           if (settled) return;
           settled = true;
