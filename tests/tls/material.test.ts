@@ -1,5 +1,5 @@
 /**
- * The certificate the TLS listeners present (server/tls/material.ts; docs/security.md, case 25-27):
+ * The certificate the TLS listeners present (server/tls/material.ts; docs/security.md, cases 26-28):
  * the own CA and server certificate in DATA_DIR/tls/ (made once, keys 0600, renewed before they
  * end or when the names change, shared by instances that share the CA files), and TLS_CERT/TLS_KEY
  * (checked at start with one clear error, warned about when out of date, read again on reload()
@@ -56,7 +56,7 @@ const changedWithin = (m: TlsMaterial, ms: number) =>
     });
   });
 
-describe('27. the own CA in DATA_DIR/tls/', () => {
+describe('28. the own CA in DATA_DIR/tls/', () => {
   test('when TLS starts on an empty DATA_DIR, then it makes the CA and a server certificate there, the key files are mode 0600 (the directory 0700), and the next start reuses both', async () => {
     const dataDir = tmpDir();
     const first = await open({ dataDir });
@@ -162,7 +162,7 @@ describe('27. the own CA in DATA_DIR/tls/', () => {
   });
 });
 
-describe('25. TLS_CERT and TLS_KEY that cannot be used', () => {
+describe('26. TLS_CERT and TLS_KEY that cannot be used', () => {
   let ca: Awaited<ReturnType<typeof createCa>>;
   beforeAll(async () => {
     ca = await createCa();

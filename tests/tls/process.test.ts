@@ -1,6 +1,6 @@
 /**
  * TLS cases that need the real entry point (`node dist/main.js`) as a process of its own
- * (docs/security.md, cases 22-27): the exit code and the one line of a TLS setting that cannot be
+ * (docs/security.md, cases 23-28): the exit code and the one line of a TLS setting that cannot be
  * used, the warning of an out-of-date TLS_CERT, SIGHUP, the log line of a TLS client on the plain
  * port, the start banner, and RSS under 1,000 half-open handshakes (read from /proc).
  */
@@ -39,7 +39,7 @@ beforeAll(async () => {
   theirCa = await otherCa();
 });
 
-describe('25. TLS settings that cannot be used stop start-up with one line', () => {
+describe('26. TLS settings that cannot be used stop start-up with one line', () => {
   test('when TLS_KEY cannot be used (no such file, a directory, not a key, the key of another certificate), then the server exits 2 with one line naming TLS_KEY, and no stack trace', async () => {
     const good = writePair(await certificateFor(theirCa, ['localhost'], -1, 90));
     const other = writePair(await certificateFor(theirCa, ['localhost'], -1, 90));
@@ -86,7 +86,7 @@ describe('25. TLS settings that cannot be used stop start-up with one line', () 
   });
 });
 
-describe('25. an expired or not-yet-valid TLS_CERT', () => {
+describe('26. an expired or not-yet-valid TLS_CERT', () => {
   test.each([
     ['has expired', -400, -10, 'TLS_CERT has expired: devices will refuse it until it is replaced', 'CERT_HAS_EXPIRED'],
     ['is not valid yet', 5, 400, 'TLS_CERT is not valid yet: devices will refuse it until then', 'CERT_NOT_YET_VALID'],
@@ -104,7 +104,7 @@ describe('25. an expired or not-yet-valid TLS_CERT', () => {
   });
 });
 
-describe('26. SIGHUP reads TLS_CERT and TLS_KEY again', () => {
+describe('27. SIGHUP reads TLS_CERT and TLS_KEY again', () => {
   test('when the files are replaced and the server gets SIGHUP, then new connections get the new certificate at once, and the device connected before stays and keeps working', async () => {
     const first = await certificateFor(theirCa, ['localhost', '127.0.0.1'], -1, 30);
     const files = writePair(first);
@@ -145,7 +145,7 @@ describe('26. SIGHUP reads TLS_CERT and TLS_KEY again', () => {
   });
 });
 
-describe('22. a TLS client on a plain port', () => {
+describe('23. the wrong port: a TLS client on a plain port', () => {
   test('when a TLS client connects to DEVICE_PORT, then it is closed at once and the log says TLS devices use DEVICE_TLS_PORT; on the plain MQTT port it is closed too; the server goes on', async () => {
     const child = await startChild(childEnv({ DEVICE_TLS_PORT: '0' }));
     for (const port of [child.devicePort, ports(child).mqtt]) {
@@ -164,7 +164,7 @@ describe('22. a TLS client on a plain port', () => {
   });
 });
 
-describe('27. the own CA at start', () => {
+describe('28. the own CA at start', () => {
   test('when the server starts on a terminal, then the banner shows the TLS ports and the CA fingerprint, and DATA_DIR/tls/ holds the keys with mode 0600', async () => {
     const env = childEnv({ DEVICE_TLS_PORT: '0', MQTT_TLS_PORT: '0', LOG_FORMAT: 'pretty' });
     const proc = spawn(process.execPath, [MAIN], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -195,7 +195,7 @@ describe('27. the own CA at start', () => {
 /** Engine-free and heavy: skipped in the postgres project, where it would only repeat itself. */
 const describeEngineFree = testDatabaseUrl() ? describe.skip : describe;
 
-describeEngineFree('23. 1,000 half-open TLS handshakes', () => {
+describeEngineFree('24. 1,000 half-open TLS handshakes', () => {
   /** A ClientHello as Node's client sends it first. */
   function clientHello(): Promise<Buffer> {
     return new Promise((resolve) => {

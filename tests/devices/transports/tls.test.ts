@@ -1,5 +1,5 @@
 /**
- * Devices over TLS (docs/security.md, "Encrypted device connections", cases 22-26; docs/protocol.md):
+ * Devices over TLS (docs/security.md, "Encrypted device connections", cases 22-27; docs/protocol.md):
  * TCP lines on DEVICE_TLS_PORT, MQTT on MQTT_TLS_PORT, wss:// and the pages on HTTPS_PORT, each with
  * the CA `npx sockpit tls ca` prints, through real TLS clients: Node's tls, the `mqtt` package,
  * socket.io-client, `ws`, Debian's mosquitto_pub and Python's ssl module. The cases that need a
@@ -179,6 +179,26 @@ describe('TCP lines over TLS (DEVICE_TLS_PORT)', () => {
     await acked;
   });
 
+  test("the server certificate names localhost, 127.0.0.1, ::1, this machine's host name and addresses, and DEVICE_PUBLIC_HOST; a client dialling any of them accepts it", async () => {
+    const server = await startServer({ deviceTlsPort: 0, devicePublicHost: 'sockpit-devices.example.net' });
+    const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
+    const names = ['localhost', '127.0.0.1', os.hostname(), 'sockpit-devices.example.net'];
+    for (const servername of names) {
+      const s = await TlsDevice.connect(server.tlsPorts.tcp, { ca, servername });
+      expect(s.socket.authorized).toBe(true);
+      s.close();
+    }
+    // ::1 and the network addresses cannot be dialled here (the test server listens on 127.0.0.1 only),
+    // so the certificate is checked against them as a client would.
+    const presented = track(await TlsDevice.connect(server.tlsPorts.tcp, { ca })).certificate;
+    const cert = { subject: {}, subjectaltname: presented.subjectAltName } as tls.PeerCertificate;
+    const addresses = Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address.replace(/%.*$/, '')));
+    for (const address of ['::1', ...addresses]) expect(tls.checkServerIdentity(address, cert)).toBeUndefined();
+    expect(tls.checkServerIdentity('sockpit.attacker.example', cert)).toMatchObject({ code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+  });
+});
+
+describe('22. a server the device must not trust', () => {
   test('when a client does not trust the CA (the public CAs only, or another CA), then its own verification refuses the server before it sends anything', async () => {
     const server = await startServer({ deviceTlsPort: 0 });
     const withPublicCas = await tlsRefusal(server.tlsPorts.tcp, {});
@@ -199,24 +219,6 @@ describe('TCP lines over TLS (DEVICE_TLS_PORT)', () => {
     expect(err.message).toMatch(/sockpit\.attacker\.example/);
     const wrongAddress = await tlsRefusal(server.tlsPorts.tcp, { ca, servername: '10.255.255.1' });
     expect(wrongAddress.code).toBe('ERR_TLS_CERT_ALTNAME_INVALID');
-  });
-
-  test("the server certificate names localhost, 127.0.0.1, ::1, this machine's host name and addresses, and DEVICE_PUBLIC_HOST; a client dialling any of them accepts it", async () => {
-    const server = await startServer({ deviceTlsPort: 0, devicePublicHost: 'sockpit-devices.example.net' });
-    const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
-    const names = ['localhost', '127.0.0.1', os.hostname(), 'sockpit-devices.example.net'];
-    for (const servername of names) {
-      const s = await TlsDevice.connect(server.tlsPorts.tcp, { ca, servername });
-      expect(s.socket.authorized).toBe(true);
-      s.close();
-    }
-    // ::1 and the network addresses cannot be dialled here (the test server listens on 127.0.0.1 only),
-    // so the certificate is checked against them as a client would.
-    const presented = track(await TlsDevice.connect(server.tlsPorts.tcp, { ca })).certificate;
-    const cert = { subject: {}, subjectaltname: presented.subjectAltName } as tls.PeerCertificate;
-    const addresses = Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address.replace(/%.*$/, '')));
-    for (const address of ['::1', ...addresses]) expect(tls.checkServerIdentity(address, cert)).toBeUndefined();
-    expect(tls.checkServerIdentity('sockpit.attacker.example', cert)).toMatchObject({ code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
   });
 });
 
@@ -429,7 +431,7 @@ describe('HTTPS_PORT: pages, Socket.IO and wss:// devices over TLS', () => {
   });
 });
 
-describe('22. a plain-text client on a TLS port', () => {
+describe('23. the wrong port: a plain-text client on a TLS port', () => {
   test('when a plain-text device sends a good hello and a reading to DEVICE_TLS_PORT, and a plain MQTT CONNECT goes to MQTT_TLS_PORT, then each is closed without an answer, nothing is stored, and the server goes on', async () => {
     const server = await startServer({ deviceTlsPort: 0, mqttTlsPort: 0 });
     const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
@@ -460,7 +462,7 @@ describe('22. a plain-text client on a TLS port', () => {
   });
 });
 
-describe('23. TLS handshakes that never finish', () => {
+describe('24. TLS handshakes that never finish', () => {
   test('when handshakes stall (silent, half a ClientHello, a ClientHello trickled a byte a second, a ClientHello and no answer), then each is dropped within HANDSHAKE_TIMEOUT_MS (10 s), and they hold places in the per-address cap until then', async () => {
     expect(HANDSHAKE_TIMEOUT_MS).toBe(10_000);
     const server = await startServer({ deviceTlsPort: 0, mqttTlsPort: 0, deviceMaxPerIp: 4 });
@@ -507,7 +509,7 @@ describe('23. TLS handshakes that never finish', () => {
   }, 30_000);
 });
 
-describe('24. a client certificate nobody asked for', () => {
+describe('25. a client certificate nobody asked for', () => {
   test('when a device presents a client certificate from a CA the server never heard of, then the handshake still succeeds and the device works (the token is what counts)', async () => {
     const server = await startServer({ deviceTlsPort: 0, mqttTlsPort: 0 });
     const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
@@ -528,7 +530,7 @@ describe('24. a client certificate nobody asked for', () => {
   });
 });
 
-describe('26. certificates that change while devices are connected', () => {
+describe('27. certificates that change while devices are connected', () => {
   test('when the own server certificate comes due for renewal, then reload() issues a new one: the connected TLS device stays and keeps working, and new connections on every TLS port get the new certificate', async () => {
     // A DATA_DIR whose server certificate is 12 s away from its renewal date (30 days before it ends).
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-renew-'));
