@@ -142,6 +142,11 @@ function describe(err: unknown): string {
  */
 export class TlsMaterial extends EventEmitter<{ changed: [] }> {
   private pair: KeyPair;
+  /**
+   * The own CA as it was at start. Renewals sign with it, so a certificate is never served from a CA
+   * the page and the devices do not know (were DATA_DIR/tls/ gone, a new one would be made there).
+   */
+  private ownCa: KeyPair | null = null;
   private readonly timers: NodeJS.Timeout[] = [];
   private reloading: Promise<void> | null = null;
 
@@ -164,6 +169,7 @@ export class TlsMaterial extends EventEmitter<{ changed: [] }> {
     }
     const ca = await loadOrCreateCa(opts.dataDir);
     const material = new TlsMaterial(opts, await TlsMaterial.ownServerCert(opts, ca), { pem: ca.certPem, sha256: fingerprint(ca.certPem) });
+    material.ownCa = ca;
     const every = opts.checkEveryMs ?? 12 * 3_600_000;
     const t = setInterval(() => void material.reload(), every);
     t.unref();
@@ -208,7 +214,7 @@ export class TlsMaterial extends EventEmitter<{ changed: [] }> {
     try {
       let next: KeyPair;
       if (this.opts.certFile) next = TlsMaterial.readGiven(this.opts);
-      else next = await TlsMaterial.ownServerCert(this.opts, await loadOrCreateCa(this.opts.dataDir));
+      else next = await TlsMaterial.ownServerCert(this.opts, this.ownCa!);
       if (next.certPem === this.pair.certPem && next.keyPem === this.pair.keyPem) return;
       this.pair = next;
       log.info({ notAfter: new crypto.X509Certificate(next.certPem).validTo }, 'TLS certificate loaded; new connections get it, open ones keep theirs');

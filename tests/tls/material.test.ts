@@ -148,6 +148,23 @@ describe('28. the own CA in DATA_DIR/tls/', () => {
     expect(new crypto.X509Certificate(crossed.certificate).checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(f.key, 'utf8')))).toBe(true);
   });
 
+  test('when DATA_DIR/tls/ disappears while the server runs, then a renewal check makes no new CA and serves nothing from one: it logs why and keeps the certificate the devices trust', async () => {
+    const dataDir = tmpDir();
+    const { log, lines } = memoryLog();
+    const m = await open({ dataDir, log, renewBeforeDays: 400 }); // due at every check
+    const before = m.certificate;
+    fs.rmSync(tlsFiles(dataDir).dir, { recursive: true });
+    await m.reload();
+    expect(m.certificate).toBe(before);
+    expect(fs.existsSync(tlsFiles(dataDir).caCert)).toBe(false); // no new CA behind the page's back
+    expect(lines.find((l) => l.level === 50)?.msg).toBe('could not load the new TLS certificate; keeping the current one');
+    // With the directory back (say, a restored backup), renewal goes on from the same CA.
+    fs.mkdirSync(tlsFiles(dataDir).dir, { mode: 0o700 });
+    await m.reload();
+    expect(m.certificate).not.toBe(before);
+    expect(new crypto.X509Certificate(m.certificate).verify(new crypto.X509Certificate(m.ca!.pem).publicKey)).toBe(true);
+  });
+
   test('when two instances have copies of the same ca.pem and ca-key.pem, then each makes its own server certificate, signed by that one CA (docs/deploying.md)', async () => {
     const [a, b] = [tmpDir(), tmpDir()];
     const first = await open({ dataDir: a });
