@@ -12,7 +12,11 @@ import { remoteAddressOf } from './net';
  */
 export function secureServer(material: TlsMaterial, core: DeviceCore, log: Logger, onSecure: (socket: tls.TLSSocket, admission: Admission) => void): tls.Server {
   const server = tls.createServer(material.serverOptions());
-  const pending = new Map<string, Admission>();
+  // Admissions of connections still in their handshake, by address and port. A list: connections
+  // reset before they were accepted all have the same key (no address), and each must release its
+  // own. Admissions of one key are alike (one address), so whichever a secure connection takes,
+  // the counts stay right.
+  const pending = new Map<string, Admission[]>();
   const key = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
   server.on('connection', (raw: net.Socket) => {
     raw.on('error', () => {});
@@ -22,21 +26,27 @@ export function secureServer(material: TlsMaterial, core: DeviceCore, log: Logge
       return;
     }
     const k = key(raw);
-    pending.set(k, admission);
+    const waiting = pending.get(k) ?? [];
+    waiting.push(admission);
+    pending.set(k, waiting);
     raw.once('close', () => {
-      if (pending.get(k) !== admission) return;
-      pending.delete(k);
+      const list = pending.get(k);
+      const i = list ? list.indexOf(admission) : -1;
+      if (i < 0) return; // its session has it, and releases it
+      list!.splice(i, 1);
+      if (list!.length === 0) pending.delete(k);
       admission.release();
     });
   });
   server.on('secureConnection', (socket) => {
     const k = key(socket);
-    const admission = pending.get(k);
+    const list = pending.get(k);
+    const admission = list?.shift();
     if (!admission) {
       socket.destroy();
       return;
     }
-    pending.delete(k);
+    if (list!.length === 0) pending.delete(k);
     onSecure(socket, admission);
   });
   // A plain-text client, a client that does not trust us, a handshake that timed out: its socket

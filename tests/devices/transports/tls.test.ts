@@ -509,6 +509,31 @@ describe('24. TLS handshakes that never finish', () => {
   }, 30_000);
 });
 
+describe('24. TLS connections reset at once', () => {
+  test('when clients reset their connections as soon as they open them (before the server learns their address), then none keeps a place in the caps: all DEVICE_MAX_CONNECTIONS places are there for devices afterwards', async () => {
+    const places = 10;
+    const server = await startServer({ deviceTlsPort: 0, mqttTlsPort: 0, deviceMaxConnections: places });
+    const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
+    const devices = await Promise.all(Array.from({ length: places }, () => addDevice(server, uniq('after-resets'))));
+    // Rounds of 100 resets on each TLS port.
+    for (const port of [server.tlsPorts.tcp, server.tlsPorts.mqtt, server.tlsPorts.tcp, server.tlsPorts.mqtt]) {
+      await Promise.all(
+        Array.from({ length: 100 }, () =>
+          new Promise<void>((resolve) => {
+            const s = net.connect({ host: '127.0.0.1', port });
+            s.on('error', () => resolve());
+            s.on('close', () => resolve());
+            s.on('connect', () => s.resetAndDestroy());
+          }),
+        ),
+      );
+    }
+    await sleep(500);
+    const connected = await Promise.all(devices.map((d) => TlsDevice.hello(server.tlsPorts.tcp, { ca }, d.id, d.token).then(track)));
+    for (const d of connected) await d.roundTrip();
+  });
+});
+
 describe('25. a client certificate nobody asked for', () => {
   test('when a device presents a client certificate from a CA the server never heard of, then the handshake still succeeds and the device works (the token is what counts)', async () => {
     const server = await startServer({ deviceTlsPort: 0, mqttTlsPort: 0 });
