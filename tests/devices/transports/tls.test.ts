@@ -220,6 +220,22 @@ describe('22. a server the device must not trust', () => {
     const wrongAddress = await tlsRefusal(server.tlsPorts.tcp, { ca, servername: '10.255.255.1' });
     expect(wrongAddress.code).toBe('ERR_TLS_CERT_ALTNAME_INVALID');
   });
+
+  test('when a client offers only TLS 1.0 or 1.1, then the server refuses it with a protocol_version alert (TLS 1.2 or later only)', async () => {
+    const server = await startServer({ deviceTlsPort: 0, mqttTlsPort: 0 });
+    for (const port of [server.tlsPorts.tcp, server.tlsPorts.mqtt]) {
+      const err = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+        // The client lowers its own floor (OpenSSL's defaults would refuse before the server could).
+        const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' });
+        s.once('secureConnect', () => {
+          s.destroy();
+          resolve(null);
+        });
+        s.once('error', resolve);
+      });
+      expect(err?.code).toBe('ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION');
+    }
+  });
 });
 
 describe('MQTT over TLS (MQTT_TLS_PORT)', () => {
