@@ -179,6 +179,21 @@ describe('TCP lines over TLS (DEVICE_TLS_PORT)', () => {
     await acked;
   });
 
+  test('the line rules hold over TLS as on the plain port: a bad line gets its error and the connection stays; a line over 16 KiB gets line_too_long and is closed', async () => {
+    const server = await startServer({ deviceTlsPort: 0 });
+    const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
+    const id = uniq('tls-rules');
+    const { token } = await addDevice(server, id);
+    const device = track(await TlsDevice.hello(server.tlsPorts.tcp, { ca }, id, token));
+    device.socket.write('not base64!\n');
+    expect(await device.next((m) => m.type === 'error')).toMatchObject({ error: 'bad_base64' });
+    await device.roundTrip();
+    device.socket.write(Buffer.alloc(17 * 1024, 0x41));
+    expect(await device.next((m) => m.type === 'error')).toMatchObject({ error: 'line_too_long' });
+    await device.waitClosed();
+    expect((await fetch(server.baseUrl + '/healthz')).status).toBe(200);
+  });
+
   test("the server certificate names localhost, 127.0.0.1, ::1, this machine's host name and addresses, and DEVICE_PUBLIC_HOST; a client dialling any of them accepts it", async () => {
     const server = await startServer({ deviceTlsPort: 0, devicePublicHost: 'sockpit-devices.example.net' });
     const ca = fs.readFileSync(tlsFiles(server.dataDir).caCert, 'utf8');
