@@ -591,7 +591,7 @@ describe('27. certificates that change while devices are connected', () => {
     // A DATA_DIR whose server certificate is 12 s away from its renewal date (30 days before it ends).
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-renew-'));
     const ca = await loadOrCreateCa(dataDir);
-    const dueInS = 12;
+    const dueInS = 15;
     const old = await issueServerCert(ca, machineNames(null), new Date(), 30 + dueInS / 86_400);
     const files = tlsFiles(dataDir);
     fs.writeFileSync(files.cert, old.certPem);
