@@ -22,6 +22,8 @@ const engineFree = [
   '<rootDir>/tests/esp32/fake-server.test.ts',
   '<rootDir>/tests/esp32/tls.test.ts',
   '<rootDir>/tests/esp32/snippet.test.ts',
+  '<rootDir>/tests/tls/certificates.test.ts',
+  '<rootDir>/tests/tls/material.test.ts',
   '<rootDir>/tests/config/',
   '<rootDir>/tests/devices/codec.test.ts',
   '<rootDir>/tests/realtime/broadcast.test.ts',

@@ -36,7 +36,8 @@ export function createSessionMiddleware(config: Config, secret: string, store: s
     cookie: {
       httpOnly: true,
       sameSite: 'lax',
-      secure: config.publicOrigin?.startsWith('https:') ?? false,
+      // Behind an https PUBLIC_ORIGIN always; with sockpit's own HTTPS_PORT, on the requests that came over it.
+      secure: config.publicOrigin?.startsWith('https:') ? true : config.httpsPort !== null ? 'auto' : false,
       maxAge: config.sessionIdleMin * 60_000,
     },
   });

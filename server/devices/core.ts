@@ -9,6 +9,9 @@ import type { DeviceRegistry } from './registry';
 import { DeviceLink, DeviceSession, Done, SessionLimits, SessionServices, Transport, TRANSPORTS } from './session';
 import { hashToken, tokenMatches } from './tokens';
 
+/** What the stored token hash of a device admitted in anonymous mode starts with. */
+const ANONYMOUS_PREFIX = 'anonymous:';
+
 /** How often the devices connected here are checked against storage (rotated tokens, removed devices). */
 const REVALIDATE_MS = 30_000;
 
@@ -187,8 +190,10 @@ export class DeviceCore implements SessionServices, LiveDevices {
   async admitAnonymous(deviceId: string): Promise<string | null> {
     const { storage } = this.deps;
     const existing = await storage.getDevice(deviceId);
+    // A device added with a token is that token's: a connection without one may not take its place.
+    if (existing && !existing.tokenHash.startsWith(ANONYMOUS_PREFIX)) return null;
     // The token hash of an anonymous device matches no token, so a hello can never claim it.
-    const tokenHash = existing?.tokenHash ?? `anonymous:${hashToken(deviceId)}`;
+    const tokenHash = existing?.tokenHash ?? `${ANONYMOUS_PREFIX}${hashToken(deviceId)}`;
     if (!existing) await storage.createDevice({ id: deviceId, name: deviceId, tokenHash }).catch(() => {});
     return tokenHash;
   }

@@ -96,7 +96,7 @@ describe('14. slowloris and idle connections', () => {
     const server = await startServer({ deviceMaxConnections: 4 });
     const devs = await Promise.all(['a', 'b', 'c', 'd'].map((id) => addDevice(server, id)));
     const conns = await Promise.all(devs.map((d) => RawDevice.hello(server.devicePort, d.id, d.token)));
-    expect(server.app.transports.tcp.server.maxConnections).toBe(4);
+    expect(server.app.transports.tcp!.server.maxConnections).toBe(4);
     const t0 = Date.now();
     const dropped = await RawDevice.connect(server.devicePort);
     expect(await closedAfter(dropped, t0)).toBeLessThan(1000);

@@ -415,11 +415,8 @@ describe('an MQTT device outside its own topics', () => {
 });
 
 describe('anonymous mode and devices that have a token', () => {
-  // KNOWN BUG, left for the lead (server/devices/core.ts, admitAnonymous): in anonymous mode a
-  // connection without a token that names a device added WITH a token is admitted as that device,
-  // on every transport: it replaces the real device's connection and gets its commands. The test
-  // states the wanted behaviour and is marked `failing` until that is fixed; then drop `.failing`.
-  test.failing('when anonymous devices are allowed and a connection without a token names a device that has a token, then it is refused on every transport and the real device keeps its connection', async () => {
+  // A device added with a token is that token's, also in anonymous mode (core.ts, admitAnonymous).
+  test('when anonymous devices are allowed and a connection without a token names a device that has a token, then it is refused on every transport and the real device keeps its connection', async () => {
     const server = await startServer({ allowAnonymousDevices: true });
     const { token } = await addDevice(server, 'kitchen');
     const real = await WsDevice.bearer(server.wsUrl, 'kitchen', token);
