@@ -17,17 +17,24 @@ const shared = {
   testPathIgnorePatterns: ['/node_modules/', '<rootDir>/tests/e2e/'],
 };
 
-/** Tests that do not use the configured engine; running them a second time on PostgreSQL proves nothing. */
+/**
+ * Tests that do not use the configured engine, or use it only as every device test does (the
+ * transports, TLS, the firmware host build, the simulator: framing and crypto around the same
+ * storage calls the device and API tests already run on PostgreSQL). Running them a second time on
+ * PostgreSQL proves nothing and costs CI minutes.
+ */
 const engineFree = [
-  '<rootDir>/tests/esp32/fake-server.test.ts',
-  '<rootDir>/tests/esp32/tls.test.ts',
-  '<rootDir>/tests/esp32/snippet.test.ts',
-  '<rootDir>/tests/tls/certificates.test.ts',
-  '<rootDir>/tests/tls/material.test.ts',
+  '<rootDir>/tests/devices/transports/',
+  '<rootDir>/tests/tls/',
+  '<rootDir>/tests/simulator/',
+  '<rootDir>/tests/esp32/',
+  '<rootDir>/tests/examples/',
+  '<rootDir>/tests/app/banner.test.ts',
+  '<rootDir>/tests/app/logger.test.ts',
+  '<rootDir>/tests/web/device-host.test.ts',
   '<rootDir>/tests/config/',
   '<rootDir>/tests/devices/codec.test.ts',
   '<rootDir>/tests/realtime/broadcast.test.ts',
-  '<rootDir>/tests/simulator/values.test.ts',
   '<rootDir>/tests/storage/sqlite-thread.test.ts',
 ];
 
@@ -50,5 +57,6 @@ if (process.env.TEST_DATABASE_URL) {
 module.exports = {
   projects,
   testTimeout: 30000,
-  maxWorkers: 2,
+  // Most tests wait on timers and sockets, not the CPU: four at once on two cores keeps CI in time.
+  maxWorkers: 4,
 };

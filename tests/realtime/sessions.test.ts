@@ -32,7 +32,9 @@ describe('4. sockets of dead sessions', () => {
   });
 
   test('when the user behind a socket is removed, then the socket is refused on its next event and dropped at the next re-check', async () => {
-    const server = await startServer({ sessionRecheckMs: 300 });
+    // A re-check period long enough that s1's event comes first even on a busy machine (at 300 ms
+    // the re-check could drop s1 before its event was answered); s2 shows the re-check.
+    const server = await startServer({ sessionRecheckMs: 2000 });
     await createUserAndLogin(server, OWNER);
     const ann = await createUserAndLogin(server, { username: 'ann', password: 'ann password', role: 'operator' });
     const s1 = await connectSocket(server, ann);
