@@ -40,7 +40,7 @@ export const DEFAULT_CONFLATION: ConflationLimits = { lagBytes: 256 * 1024, chec
  * was nearly once per reading under load, each a Socket.IO packet encoded and written to every
  * dashboard; on a short fixed cadence a busy fleet costs a few packets a second (bench/README.md).
  */
-export const FLEET_FLUSH_MS = 20;
+export const FLEET_FLUSH_MS = 10;
 
 export interface BroadcasterOptions {
   /** Collect live readings this long before they leave (0: at the end of the event-loop turn, the default). */

@@ -13,11 +13,13 @@ export type { SqliteRunResult, ThreadTelemetryRow };
  * Inside the worker, telemetry is written in slices: one transaction of up to {@link SLICE_MS} ms
  * over as many queued batches as fit, and a transaction waits up to {@link GROUP_MS} ms for more
  * rows to share it (group commit: with many devices each commit rewrites index and `devices`
- * pages all over the file, and each checkpoint copies them again; bench/README.md has the figures). A slice ends early, after at most 8 more rows, as soon as a query from
- * the main thread is waiting, so a query (a command, a session) waits for a few rows and a
- * commit, not for a whole batch or slice. A batch is answered once its rows and the devices'
- * `latest` they imply are committed, so `stored` still means committed. While a query-builder transaction is open
- * (`begin` … `commit` from the main thread) no slice runs, so the two never mix.
+ * pages all over the file, and each checkpoint copies them again; bench/README.md has the
+ * figures). Every 8 rows a slice looks at its messages: a query that only reads runs at once,
+ * inside the transaction; one that writes (a command, a session) runs inside it too and ends the
+ * slice, answered with its commit, so it waits for a few rows and one commit, not for the group.
+ * A batch is answered once its rows and the devices' `latest` they imply are committed, so
+ * `stored` still means committed. While a query-builder transaction is open (`begin` … `commit`
+ * from the main thread) no slice runs, so the two never mix.
  *
  * WAL checkpoints run on a second thread with its own connection, once telemetry has been
  * written. With SQLite's automatic checkpoints the commit that crosses the threshold also copies
@@ -32,11 +34,11 @@ export type { SqliteRunResult, ThreadTelemetryRow };
 
 export const SLICE_MS = 50;
 /** Group commit (sqlite-worker.ts): telemetry waits up to this long for more rows to share its commit… */
-export const GROUP_MS = 200;
+export const GROUP_MS = 100;
 /** …or until this many are waiting. */
 export const GROUP_ROWS = 5000;
 /** How often the checkpointer copies the WAL into the file (a page changed many times meanwhile is copied once). */
-export const CHECKPOINT_EVERY_MS = 1000;
+export const CHECKPOINT_EVERY_MS = 250;
 /** WAL frames (pages of 4 KiB) past which telemetry is held for a moment so the WAL can be rewound: ~80 MB. */
 export const WAL_RESET_FRAMES = 20_000;
 

@@ -5,7 +5,7 @@
  */
 import { parentPort as port, receiveMessageOnPort, Worker, workerData as data } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { CheckpointerData, CheckpointerSays, Reply, Request, ThreadTelemetryRow, WorkerData } from './sqlite-protocol';
+import type { CheckpointerData, CheckpointerSays, Reply, Request, SqliteRunResult, ThreadTelemetryRow, WorkerData } from './sqlite-protocol';
 
 const workerData = data as WorkerData;
 const parentPort = port!;
@@ -46,6 +46,10 @@ const fail = (id: number, err: unknown) => {
 // Telemetry jobs, written in slices: one transaction takes rows from as many queued jobs as
 // fit, then moves each device's `latest` once (newest reading of the slice). A job is answered
 // once its rows and the `latest` they imply are committed.
+/** Statements that open or end a transaction: never run inside the telemetry one. */
+const TRANSACTION_CONTROL = /^\s*(begin|commit|end|rollback|savepoint|release)\b/i;
+const RETURNING = /\breturning\b/i;
+
 interface Job {
   id: number;
   rows: ThreadTelemetryRow[];
@@ -132,19 +136,61 @@ const runSlice = () => {
   );
   const update = prepare('UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
   const until = performance.now() + sliceMs;
-  // Every 8 rows: more telemetry only joins the queue; a query (a command, a session) ends the
-  // slice, and runs right after the commit instead of waiting out the slice.
+  // Every 8 rows the slice looks at its messages. More telemetry only joins the queue. A query that
+  // only reads runs at once, inside this transaction, and the slice goes on. A query that writes (a
+  // command, a session) runs inside it too and ends the slice: it is answered with the commit, so
+  // it waits for a few rows and one commit, not for the group. Anything else (a transaction of the
+  // main thread's, close) runs right after the commit.
   let polled: { message: Request } | undefined;
+  const writes: { id: number; result: SqliteRunResult | null; error: unknown }[] = [];
   const yieldNow = (n: number) => {
     if ((n & 7) !== 0) return false;
     for (;;) {
       const m = receiveMessageOnPort(parentPort);
       if (m === undefined) return performance.now() > until;
-      if (m.message.op !== 'telemetry') {
+      const msg = m.message as Request;
+      if (msg.op === 'telemetry') {
+        handle(msg);
+        continue;
+      }
+      if (msg.op !== 'query' || TRANSACTION_CONTROL.test(msg.sql)) {
         polled = m;
         return true;
       }
-      handle(m.message);
+      let stmt: Database.Statement;
+      try {
+        stmt = prepare(msg.sql);
+      } catch (err) {
+        fail(msg.id, err);
+        continue;
+      }
+      // (An INSERT … RETURNING also returns rows, but it writes.)
+      const writesToo = !stmt.reader || RETURNING.test(msg.sql);
+      if (!writesToo) {
+        try {
+          reply(msg.id, { rows: stmt.all(msg.params) });
+        } catch (err) {
+          fail(msg.id, err);
+        }
+        continue;
+      }
+      try {
+        if (stmt.reader) writes.push({ id: msg.id, result: { rows: stmt.all(msg.params) as Record<string, unknown>[] }, error: null });
+        else {
+          const r = stmt.run(msg.params);
+          writes.push({ id: msg.id, result: { rows: [], changes: r.changes, lastInsertRowid: r.lastInsertRowid }, error: null });
+        }
+      } catch (err) {
+        // The statement alone failed (SQLite undid just it); the telemetry goes on being committed.
+        writes.push({ id: msg.id, result: null, error: err });
+      }
+      return true;
+    }
+  };
+  const answerWrites = (rolledBack: unknown) => {
+    for (const w of writes) {
+      if (rolledBack !== null || w.error !== null) fail(w.id, rolledBack ?? w.error);
+      else reply(w.id, w.result);
     }
   };
   const doneHere: Job[] = [];
@@ -171,7 +217,7 @@ const runSlice = () => {
           if (jobs.length > 0) oldestWaitingAt = jobs[0]!.arrivedAt;
         }
       }
-      if (!polled) {
+      if (!polled && writes.length === 0) {
         for (const [deviceId, r] of pendingLatest) {
           update.run(JSON.stringify(r.data), r.ts, r.ts, deviceId);
           pendingLatest.delete(deviceId);
@@ -197,9 +243,11 @@ const runSlice = () => {
     for (const job of finished) fail(job.id, err);
     finished = [];
     pendingLatest.clear();
+    answerWrites(err);
     if (polled) handle(polled.message);
     return after();
   }
+  answerWrites(null);
   finished.push(...doneHere);
   if (pendingLatest.size === 0) {
     for (const job of finished) reply(job.id, job.rows.length);
