@@ -63,7 +63,8 @@ describe('WebSocket devices, with the ws client', () => {
     const d = await WsDevice.open(server.wsUrl, { query: { device: 'ws-bearer', firmware: 'fw-2' }, headers: { authorization: `Bearer ${token}` } });
     expect(await d.next((m) => m.type === 'welcome')).toMatchObject({ type: 'welcome', device: 'ws-bearer' });
     expect(d.frames[0]!.startsWith('{')).toBe(true); // nothing said yet: plain JSON, the WebSocket default
-    expect((await db(server).getDevice('ws-bearer'))!.firmware).toBe('fw-2');
+    // The welcome goes out first; the firmware is stored with the device's last-seen time just after.
+    await until(async () => (await db(server).getDevice('ws-bearer'))?.firmware === 'fw-2', 5000, 'the firmware from ?firmware= stored');
     d.send({ type: 'ping' });
     await d.next((m) => m.type === 'pong');
     d.close();
