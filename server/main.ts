@@ -45,12 +45,6 @@ async function main(): Promise<void> {
     throw err;
   }
   const app = await createApp(config);
-  const ports = await app.listen();
-  const info = await bannerInfo(app, config, ports);
-  // A person at a terminal gets the banner; machines (LOG_FORMAT=json) already have the
-  // `sockpit listening` line, plus one line when the owner account is still to be made.
-  if (config.logFormat === 'pretty') process.stdout.write(bannerText(info));
-  else if (info.setupPending) app.log.info({ url: `${info.httpUrl}/setup` }, 'no user yet: open /setup to create the owner account');
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -69,10 +63,18 @@ async function main(): Promise<void> {
       },
     );
   };
+  // The handlers come before listening: a signal sent as soon as the ports answer (a supervisor's
+  // reload or stop) must not meet the default action, which ends the process on the spot.
   // SIGHUP: read TLS_CERT/TLS_KEY again (or renew the own certificate if due); devices stay connected.
   process.on('SIGHUP', () => void app.reloadTls());
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  const ports = await app.listen();
+  const info = await bannerInfo(app, config, ports);
+  // A person at a terminal gets the banner; machines (LOG_FORMAT=json) already have the
+  // `sockpit listening` line, plus one line when the owner account is still to be made.
+  if (config.logFormat === 'pretty') process.stdout.write(bannerText(info));
+  else if (info.setupPending) app.log.info({ url: `${info.httpUrl}/setup` }, 'no user yet: open /setup to create the owner account');
 }
 
 main().catch((err: Error & { code?: string; syscall?: string; port?: number }) => {
