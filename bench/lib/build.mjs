@@ -32,6 +32,11 @@ export function buildProvision() {
   return bundle(path.join(here, 'provision.ts'), 'bench-provision.js');
 }
 
+/** dist/bench-storage-burst.js: a command insert behind a reconnecting fleet's statements (storage-burst.ts). */
+export function buildStorageBurst() {
+  return bundle(path.join(here, 'storage-burst.ts'), 'bench-storage-burst.js');
+}
+
 /** Where the device workers load the device client from (built by buildDeviceClient). */
 export const DEVICE_CLIENT_JS = path.join(ROOT, 'dist', 'device-client.js');
 

@@ -63,45 +63,76 @@ class ThreadDialect implements Dialect {
   }
 }
 
-/** One connection (SQLite has one writer), handed out one holder at a time, like Kysely's own driver. */
+/**
+ * SQLite has one connection, on its thread, which runs what it is sent in order. A statement on
+ * its own therefore needs no lock: many may be in flight at once, each one round trip, instead of
+ * queueing one round trip after another (Kysely's own SQLite driver holds its connection per
+ * statement; under load a click's two statements then waited behind every other caller's). A
+ * transaction is the exception: it holds the thread alone from `begin` to its end, so nothing of
+ * anyone else's runs inside it. Statements sent before its `begin` run before it (the thread takes
+ * messages in order); statements that arrive while it is open wait for its end.
+ */
 class ThreadDriver implements Driver {
-  private readonly connection: ThreadConnection;
-  private held: Promise<void> | null = null;
-  private release: (() => void) | null = null;
+  /** The open transaction's connection, and a promise that settles when it ends. */
+  private owner: ThreadConnection | null = null;
+  private ended: Promise<void> | null = null;
+  private end: (() => void) | null = null;
 
-  constructor(private readonly thread: SqliteThread) {
-    this.connection = new ThreadConnection(thread);
-  }
+  constructor(private readonly thread: SqliteThread) {}
   async init(): Promise<void> {}
   async acquireConnection(): Promise<DatabaseConnection> {
-    while (this.held) await this.held;
-    this.held = new Promise((r) => (this.release = r));
-    return this.connection;
+    return new ThreadConnection(this);
   }
   async beginTransaction(c: DatabaseConnection): Promise<void> {
-    await c.executeQuery(CompiledQuery.raw('begin'));
+    const conn = c as ThreadConnection;
+    while (this.ended) await this.ended;
+    this.owner = conn;
+    this.ended = new Promise((r) => (this.end = r));
+    await conn.executeQuery(CompiledQuery.raw('begin'));
   }
   async commitTransaction(c: DatabaseConnection): Promise<void> {
-    await c.executeQuery(CompiledQuery.raw('commit'));
+    try {
+      await c.executeQuery(CompiledQuery.raw('commit'));
+    } finally {
+      this.endTransaction(c as ThreadConnection);
+    }
   }
   async rollbackTransaction(c: DatabaseConnection): Promise<void> {
-    await c.executeQuery(CompiledQuery.raw('rollback'));
+    try {
+      await c.executeQuery(CompiledQuery.raw('rollback'));
+    } finally {
+      this.endTransaction(c as ThreadConnection);
+    }
   }
-  async releaseConnection(): Promise<void> {
-    const release = this.release;
-    this.held = null;
-    this.release = null;
-    release?.();
+  async releaseConnection(c: DatabaseConnection): Promise<void> {
+    // (A `begin` that failed is neither committed nor rolled back.)
+    this.endTransaction(c as ThreadConnection);
   }
   async destroy(): Promise<void> {
     await this.thread.close();
   }
+
+  /** Runs a statement: at once inside its own transaction, else once no transaction is open. */
+  async run(conn: ThreadConnection, q: CompiledQuery) {
+    if (this.owner === conn) return this.thread.run(q.sql, q.parameters);
+    while (this.ended) await this.ended;
+    return this.thread.run(q.sql, q.parameters);
+  }
+
+  private endTransaction(conn: ThreadConnection): void {
+    if (this.owner !== conn) return;
+    const end = this.end;
+    this.owner = null;
+    this.ended = null;
+    this.end = null;
+    end?.();
+  }
 }
 
 class ThreadConnection implements DatabaseConnection {
-  constructor(private readonly thread: SqliteThread) {}
+  constructor(private readonly driver: ThreadDriver) {}
   async executeQuery<R>(q: CompiledQuery): Promise<QueryResult<R>> {
-    const r = await this.thread.run(q.sql, q.parameters);
+    const r = await this.driver.run(this, q);
     if (r.changes === undefined) return { rows: r.rows as R[] };
     return {
       rows: [],
@@ -110,7 +141,7 @@ class ThreadConnection implements DatabaseConnection {
     };
   }
   async *streamQuery<R>(q: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
-    const r = await this.thread.run(q.sql, q.parameters);
+    const r = await this.driver.run(this, q);
     for (const row of r.rows) yield { rows: [row as R] };
   }
 }

@@ -67,6 +67,37 @@ describe('SQLite thread', () => {
     expect(await storage.countTelemetry('d1')).toBe(2_000);
   });
 
+  test('when a statement is sent while a query-builder transaction is open, then it runs after the transaction, not inside it (a rollback leaves its write)', async () => {
+    const db = (storage as unknown as { db: import('kysely').Kysely<any> }).db;
+    let outside: Promise<void> | null = null;
+    let outsideDone = false;
+    await expect(
+      db.transaction().execute(async (tx) => {
+        await sql`insert into settings (key, value) values ('inside', 'x')`.execute(tx);
+        outside = storage.initSetting('outside', 'y').then(() => void (outsideDone = true));
+        await new Promise((r) => setTimeout(r, 50));
+        expect(outsideDone).toBe(false); // it waits for the transaction to end
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    await outside;
+    expect(await storage.getSetting('inside')).toBeNull();
+    expect(await storage.getSetting('outside')).toBe('y');
+  });
+
+  test('when statements are in flight as a transaction begins, then they run before it, and all of them and it take effect', async () => {
+    const db = (storage as unknown as { db: import('kysely').Kysely<any> }).db;
+    const before = Array.from({ length: 200 }, (_, i) => storage.initSetting(`k${i}`, String(i)));
+    const tx = db.transaction().execute(async (t) => {
+      const r = await sql<{ n: number }>`select count(*) as n from settings where key like 'k%'`.execute(t);
+      await sql`insert into settings (key, value) values ('counted', ${String(r.rows[0]!.n)})`.execute(t);
+    });
+    const after = storage.initSetting('after', 'z');
+    await Promise.all([...before, tx, after]);
+    expect(await storage.getSetting('counted')).toBe('200'); // every statement sent before it had run
+    expect(await storage.getSetting('after')).toBe('z');
+  });
+
   test('when a unique key is violated, then the error keeps its SQLite code (so storage reports a duplicate)', async () => {
     await expect(storage.createDevice({ id: 'd1', name: 'again', tokenHash: 'y' })).rejects.toBeInstanceOf(DuplicateError);
     await expect(sql`select * from no_such_table`.execute((storage as unknown as { db: import('kysely').Kysely<any> }).db)).rejects.toThrow(
