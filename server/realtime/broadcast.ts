@@ -36,14 +36,15 @@ export interface ConflationLimits {
 export const DEFAULT_CONFLATION: ConflationLimits = { lagBytes: 256 * 1024, checkMs: 50, stuckMs: 30_000 };
 
 /**
- * How often the fleet's live readings leave (the app's setting): once per turn of the event loop
- * was nearly once per reading under load, each a Socket.IO packet encoded and written to every
- * dashboard; on a short fixed cadence a busy fleet costs a few packets a second (bench/README.md).
+ * How often, at most, the fleet's live readings leave (the app's setting): once per turn of the
+ * event loop was nearly once per reading under load, each a Socket.IO packet encoded and written
+ * to every dashboard; at most once per 10 ms a busy fleet costs a hundred packets a second. A
+ * reading after a quiet spell still leaves at the end of its turn (bench/README.md).
  */
 export const FLEET_FLUSH_MS = 10;
 
 export interface BroadcasterOptions {
-  /** Collect live readings this long before they leave (0: at the end of the event-loop turn, the default). */
+  /** Live readings leave at most once per this many ms (0: at the end of every event-loop turn, the default). */
   flushMs?: number;
   /**
    * True when other instances share the Socket.IO adapter (Redis): each tick's readings are sent
@@ -75,6 +76,9 @@ export class Broadcaster {
   /** Readings waiting for this tick's `fleet:telemetry` packet. */
   private batch: FleetReading[] = [];
   private flushQueued: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  /** Whether flushQueued is a timer (else an immediate): each is cleared its own way. */
+  private flushIsTimer = false;
+  private lastFlushAt = -Infinity;
   private readonly flushMs: number;
   /** Sockets on this instance that did not ask for batches (they get one `device:telemetry` per reading). */
   private perReadingSockets = 0;
@@ -154,7 +158,13 @@ export class Broadcaster {
   telemetry(deviceId: string, ts: number, data: Record<string, unknown>): void {
     this.batch.push({ deviceId, ts, data });
     if (this.batch.length >= FLEET_BATCH_MAX) this.flushTelemetry();
-    else if (!this.flushQueued) this.flushQueued = this.flushMs > 0 ? setTimeout(() => this.flushTelemetry(), this.flushMs) : setImmediate(() => this.flushTelemetry());
+    else if (!this.flushQueued) {
+      // The first reading after a quiet spell leaves at the end of this turn; under load readings
+      // gather until flushMs after the last flush.
+      const wait = this.lastFlushAt + this.flushMs - performance.now();
+      this.flushIsTimer = wait >= 1;
+      this.flushQueued = this.flushIsTimer ? setTimeout(() => this.flushTelemetry(), wait) : setImmediate(() => this.flushTelemetry());
+    }
   }
 
   /**
@@ -164,10 +174,11 @@ export class Broadcaster {
   flushTelemetry(): void {
     // Each clear for its own kind: clearImmediate on a Timeout corrupts Node's count of immediates,
     // and process.getActiveResourcesInfo() (prom-client's default metrics, so /metrics) then aborts the process.
-    if (this.flushQueued && this.flushMs > 0) clearTimeout(this.flushQueued as NodeJS.Timeout);
+    if (this.flushQueued && this.flushIsTimer) clearTimeout(this.flushQueued as NodeJS.Timeout);
     else if (this.flushQueued) clearImmediate(this.flushQueued as NodeJS.Immediate);
     this.flushQueued = null;
     if (this.batch.length === 0) return;
+    this.lastFlushAt = performance.now();
     const readings = this.batch;
     this.batch = [];
     // serverSideEmit does not come back to this instance, so each socket gets each reading once.

@@ -87,6 +87,28 @@ describe('live telemetry', () => {
     bc.close();
   });
 
+  test('with a cadence, then a reading after a quiet spell leaves at the end of its tick, and readings that follow within the cadence leave together once it has passed', async () => {
+    const { io, emits, connect } = fakeIo();
+    const bc = new Broadcaster(io, { flushMs: 40 });
+    connect({ telemetry: 'batch' });
+    const sizes = () => emits.filter((e) => e.event === 'fleet:telemetry').map((e) => (e.payload as unknown[]).length);
+    bc.telemetry('d1', 1, { n: 1 });
+    await tick();
+    expect(sizes()).toEqual([1]); // no wait for the cadence after a quiet spell
+    bc.telemetry('d1', 2, { n: 2 });
+    await tick();
+    bc.telemetry('d2', 3, { n: 3 });
+    await tick();
+    expect(sizes()).toEqual([1]); // within the cadence: held
+    await new Promise((r) => setTimeout(r, 60));
+    expect(sizes()).toEqual([1, 2]); // then both in one packet
+    await new Promise((r) => setTimeout(r, 60));
+    bc.telemetry('d1', 4, { n: 4 });
+    await tick();
+    expect(sizes()).toEqual([1, 2, 1]); // quiet again: at once
+    bc.close();
+  });
+
   test('when instances share Redis, then each tick goes to the others once (fleet:readings) and every instance delivers locally, exactly once', async () => {
     const { io, emits, connect, fromOtherInstance } = fakeIo();
     const bc = new Broadcaster(io, { clustered: true });
