@@ -187,8 +187,12 @@ function openDb(dataDir) {
   const Database = require('better-sqlite3');
   const db = new Database(path.join(dataDir, 'sockpit.db'), { readonly: true, fileMustExist: true });
   db.pragma('busy_timeout = 5000');
-  const maxId = db.prepare('SELECT coalesce(max(id), 0) AS n FROM telemetry');
-  const count = db.prepare('SELECT count(*) AS n FROM telemetry');
+  // Readings are committed to telemetry_recent first and moved into telemetry in bulk (a moved row
+  // stays in telemetry_recent, under the same id, until its whole round is moved).
+  const maxId = db.prepare('SELECT max(coalesce((SELECT max(id) FROM telemetry), 0), coalesce((SELECT max(id) FROM telemetry_recent), 0)) AS n');
+  const count = db.prepare(
+    'SELECT (SELECT count(*) FROM telemetry) + (SELECT count(*) FROM telemetry_recent r WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.id = r.id)) AS n',
+  );
   return { maxId: () => maxId.get().n, count: () => count.get().n, close: () => db.close() };
 }
 

@@ -140,8 +140,13 @@ async function startDashboards(base, cookies, deviceIds, stats, phase) {
  * distinct reading ids, and the (device, reading id) pairs stored more than once.
  */
 async function countRows(dataDir, databaseUrl) {
-  const perDevice = `SELECT device_id AS id, count(*) AS rows, count(DISTINCT msg_id) AS ids FROM telemetry WHERE device_id LIKE 'soak-%' GROUP BY device_id`;
-  const twice = `SELECT device_id AS id, msg_id AS msg, count(*) AS n FROM telemetry WHERE device_id LIKE 'soak-%' GROUP BY device_id, msg_id HAVING count(*) > 1`;
+  // On SQLite a reading may still be in telemetry_recent, where it is committed first (a row moved
+  // into telemetry keeps its id there until its whole round is moved).
+  const rowsOf = databaseUrl
+    ? 'telemetry'
+    : '(SELECT device_id, msg_id FROM telemetry UNION ALL SELECT device_id, msg_id FROM telemetry_recent r WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.id = r.id))';
+  const perDevice = `SELECT device_id AS id, count(*) AS rows, count(DISTINCT msg_id) AS ids FROM ${rowsOf} WHERE device_id LIKE 'soak-%' GROUP BY device_id`;
+  const twice = `SELECT device_id AS id, msg_id AS msg, count(*) AS n FROM ${rowsOf} WHERE device_id LIKE 'soak-%' GROUP BY device_id, msg_id HAVING count(*) > 1`;
   const byDevice = new Map();
   let repeated = [];
   if (databaseUrl) {

@@ -37,6 +37,11 @@ export function buildStorageBurst() {
   return bundle(path.join(here, 'storage-burst.ts'), 'bench-storage-burst.js');
 }
 
+/** dist/bench-storage-rate.js: the SQLite thread alone under fixed telemetry rates (storage-rate.ts). */
+export function buildStorageRate() {
+  return bundle(path.join(here, 'storage-rate.ts'), 'bench-storage-rate.js');
+}
+
 /** Where the device workers load the device client from (built by buildDeviceClient). */
 export const DEVICE_CLIENT_JS = path.join(ROOT, 'dist', 'device-client.js');
 

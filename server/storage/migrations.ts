@@ -90,6 +90,21 @@ export function migrations(engine: Engine): MigrationProvider {
         await db.schema.createIndex('api_keys_user').on('api_keys').column('user_id').execute();
       },
     },
+    '0003_telemetry_recent': {
+      // SQLite only: readings are committed here first, without indexes, and moved into
+      // `telemetry` in bulk by the SQLite thread (sqlite-thread.ts, docs/deploying.md).
+      async up(db: Kysely<any>) {
+        if (engine !== 'sqlite') return;
+        await db.schema
+          .createTable('telemetry_recent')
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('device_id', 'text', (c) => c.notNull())
+          .addColumn('msg_id', 'text')
+          .addColumn('ts', 'bigint', (c) => c.notNull())
+          .addColumn('data', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

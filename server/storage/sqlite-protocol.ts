@@ -17,6 +17,8 @@ export interface ThreadTelemetryRow {
 export type Request =
   | { id: number; op: 'query'; sql: string; params: readonly unknown[] }
   | { id: number; op: 'telemetry'; rows: ThreadTelemetryRow[] }
+  | { id: number; op: 'flush'; deviceId?: string }
+  | { id: number; op: 'forget'; deviceId: string }
   | { id: number; op: 'close' };
 
 /** A request before it gets its id. */
@@ -36,6 +38,10 @@ export interface WorkerData {
   groupMs: number;
   /** …or until this many rows are waiting. */
   groupRows: number;
+  /** Staged readings are moved into `telemetry` this long after the first of them… */
+  mergeMs: number;
+  /** …or once this many are staged. */
+  mergeRows: number;
   checkpointEveryMs: number;
   walResetFrames: number;
   /** The checkpointer's entry file (sqlite-checkpointer.ts, built). */

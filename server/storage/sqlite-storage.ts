@@ -15,7 +15,7 @@ import {
 } from 'kysely';
 import { DB, KyselyStorage } from './kysely-storage';
 import { SqliteThread, SqliteThreadOptions } from './sqlite-thread';
-import { TelemetryRow } from './types';
+import { TelemetryPoint, TelemetryRange, TelemetryRow } from './types';
 
 /** The embedded default: one SQLite file in DATA_DIR, on better-sqlite3, on its own thread. */
 export class SqliteStorage extends KyselyStorage {
@@ -43,6 +43,35 @@ export class SqliteStorage extends KyselyStorage {
   async insertTelemetry(rows: TelemetryRow[]): Promise<void> {
     if (rows.length === 0) return;
     await this.thread.insertTelemetry(rows);
+  }
+
+  // Readings are committed to `telemetry_recent` first and moved into `telemetry` in bulk
+  // (sqlite-thread.ts); whoever reads `telemetry` has the device's staged rows moved first.
+
+  override async telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]> {
+    await this.thread.flushTelemetry(deviceId);
+    return super.telemetryHistory(deviceId, limit);
+  }
+
+  override async countTelemetry(deviceId?: string): Promise<number> {
+    await this.thread.flushTelemetry(deviceId);
+    return super.countTelemetry(deviceId);
+  }
+
+  override async *telemetryRange(deviceId: string, range: TelemetryRange, pageSize?: number): AsyncGenerator<TelemetryPoint[]> {
+    await this.thread.flushTelemetry(deviceId);
+    yield* super.telemetryRange(deviceId, range, pageSize);
+  }
+
+  override async telemetryKeys(deviceId: string, range: TelemetryRange, maxKeys: number): Promise<string[] | null> {
+    await this.thread.flushTelemetry(deviceId);
+    return super.telemetryKeys(deviceId, range, maxKeys);
+  }
+
+  override async deleteDevice(id: string): Promise<boolean> {
+    const deleted = await super.deleteDevice(id);
+    await this.thread.forgetTelemetry(id);
+    return deleted;
   }
 }
 

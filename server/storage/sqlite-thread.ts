@@ -21,6 +21,19 @@ export type { SqliteRunResult, ThreadTelemetryRow };
  * `stored` still means committed. While a query-builder transaction is open (`begin` … `commit`
  * from the main thread) no slice runs, so the two never mix.
  *
+ * Readings are committed in two stages. A slice inserts them into `telemetry_recent`, a table
+ * without indexes: with a thousand devices, inserting into `telemetry`'s two indexes (both keyed
+ * by device first) dirtied about one index page per reading per commit, and each commit wrote all
+ * of them to the WAL and each checkpoint copied them again. The thread moves the staged rows into
+ * `telemetry` in rounds ({@link MERGE_MS} after the first, or at {@link MERGE_ROWS} rows), a
+ * device's rows together, in short slices between the telemetry ones, so a hot index page is
+ * written once for many readings. A reader of `telemetry` (history, the API's range and CSV,
+ * counts) first has the device's staged rows moved (`flushTelemetry`). The thread, the only
+ * writer, keeps the staged rows and their message ids in memory (a resent reading is stored once)
+ * and reads them back from the table at start, so rows a killed process left staged are moved
+ * then; a row already moved keeps its id, so moving it twice is a no-op. bench/README.md has the
+ * figures (`node bench/storage-rate.mjs`).
+ *
  * WAL checkpoints run on a second thread with its own connection, once telemetry has been
  * written. With SQLite's automatic checkpoints the commit that crosses the threshold also copies
  * the WAL into the database file: 50–100 ms, during which every query waits (that was the p99 of
@@ -37,6 +50,10 @@ export const SLICE_MS = 50;
 export const GROUP_MS = 100;
 /** …or until this many are waiting. */
 export const GROUP_ROWS = 5000;
+/** Staged readings are moved into `telemetry` at most this long after the first of them… */
+export const MERGE_MS = 2000;
+/** …or once this many are staged. */
+export const MERGE_ROWS = 40_000;
 /** How often the checkpointer copies the WAL into the file (a page changed many times meanwhile is copied once). */
 export const CHECKPOINT_EVERY_MS = 250;
 /** WAL frames (pages of 4 KiB) past which telemetry is held for a moment so the WAL can be rewound: ~80 MB. */
@@ -48,6 +65,8 @@ export interface SqliteThreadOptions {
   walResetFrames?: number;
   groupMs?: number;
   groupRows?: number;
+  mergeMs?: number;
+  mergeRows?: number;
 }
 
 /**
@@ -74,6 +93,8 @@ export class SqliteThread {
       sliceMs: SLICE_MS,
       groupMs: opts.groupMs ?? GROUP_MS,
       groupRows: opts.groupRows ?? GROUP_ROWS,
+      mergeMs: opts.mergeMs ?? MERGE_MS,
+      mergeRows: opts.mergeRows ?? MERGE_ROWS,
       checkpointEveryMs: opts.checkpointEveryMs ?? CHECKPOINT_EVERY_MS,
       walResetFrames: opts.walResetFrames ?? WAL_RESET_FRAMES,
       checkpointerFile: threadFile('sqlite-checkpointer'),
@@ -115,6 +136,16 @@ export class SqliteThread {
   /** Resolves once every row is committed. */
   insertTelemetry(rows: ThreadTelemetryRow[]): Promise<void> {
     return this.request({ op: 'telemetry', rows });
+  }
+
+  /** Moves a device's staged readings (every device's without one) into `telemetry`: before reading it. */
+  flushTelemetry(deviceId?: string): Promise<void> {
+    return this.request(deviceId === undefined ? { op: 'flush' } : { op: 'flush', deviceId });
+  }
+
+  /** Drops the staged readings of a device that was removed. */
+  forgetTelemetry(deviceId: string): Promise<void> {
+    return this.request({ op: 'forget', deviceId });
   }
 
   /** Finishes queued telemetry, closes the database and ends the thread. */

@@ -61,11 +61,118 @@ const jobs: Job[] = [];
 let waitingRows = 0;
 let oldestWaitingAt = 0;
 let groupTimer: NodeJS.Timeout | null = null;
+let mergeTimer: NodeJS.Timeout | null = null;
 /** Jobs whose rows are committed, waiting for the `latest` updates still pending. */
 let finished: Job[] = [];
 /** deviceId → newest row inserted but not yet written to devices.latest. */
 const pendingLatest = new Map<string, ThreadTelemetryRow>();
 let scheduled = false;
+
+// Two stages (sqlite-thread.ts): a reading is committed into `telemetry_recent`, which has no
+// index, and moved into `telemetry` later in bulk, a device's rows together. The thread is the
+// only writer of both, so it keeps in memory what `telemetry_recent` holds that `telemetry` does
+// not yet (`unmerged`), and the message ids it holds (to store a resent reading once).
+interface Staged {
+  id: number;
+  deviceId: string;
+  msgId: string | null;
+  ts: number;
+  data: string;
+}
+class Round {
+  /** deviceId → rows not yet in `telemetry`, oldest first. */
+  readonly rows = new Map<string, Staged[]>();
+  /** deviceId → message ids of this round's rows (merged or not). */
+  readonly keys = new Map<string, Set<string>>();
+  count = 0;
+  startedAt = 0;
+  has(deviceId: string, msgId: string): boolean {
+    return this.keys.get(deviceId)?.has(msgId) === true;
+  }
+  add(r: Staged): void {
+    if (this.count === 0) this.startedAt = performance.now();
+    let list = this.rows.get(r.deviceId);
+    if (!list) this.rows.set(r.deviceId, (list = []));
+    list.push(r);
+    this.count++;
+    if (r.msgId !== null) this.key(r.deviceId, r.msgId);
+  }
+  key(deviceId: string, msgId: string): void {
+    let set = this.keys.get(deviceId);
+    if (!set) this.keys.set(deviceId, (set = new Set()));
+    set.add(msgId);
+  }
+  /** Takes a device's unmerged rows out of the round. */
+  take(deviceId: string): Staged[] {
+    const list = this.rows.get(deviceId);
+    if (!list) return [];
+    this.rows.delete(deviceId);
+    this.count -= list.length;
+    return list;
+  }
+}
+/** Null until the first use; false when `telemetry_recent` is missing (a database not migrated yet). */
+let stage: boolean | null = null;
+let nextId = 1;
+/** Rows staged since the last merge round began. */
+let current = new Round();
+/** The round being merged (its rows are moved a slice at a time), and the highest id it covers. */
+let merging: Round | null = null;
+let mergingUpTo = 0;
+const mergeMs: number = workerData.mergeMs;
+/** A merge slice is short: new readings wait for it. */
+const MERGE_SLICE_MS = 20;
+const mergeRows: number = workerData.mergeRows;
+
+const staging = (): boolean => {
+  if (stage !== null) return stage;
+  stage = (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'telemetry_recent'").get() as unknown) !== undefined;
+  if (!stage) {
+    stage = null; // looked at again next time: the migrations may not have run yet
+    return false;
+  }
+  const max = (sql: string) => Number((db.prepare(sql).get() as { n: number | null }).n ?? 0);
+  nextId =
+    Math.max(
+      max('SELECT max(id) AS n FROM telemetry'),
+      max('SELECT max(id) AS n FROM telemetry_recent'),
+      max("SELECT max(seq) AS n FROM sqlite_sequence WHERE name = 'telemetry'"),
+    ) + 1;
+  // Rows a stopped or killed process left behind: merged again (a row already moved is skipped by its id).
+  for (const r of db.prepare('SELECT id, device_id, msg_id, ts, data FROM telemetry_recent ORDER BY id').iterate() as IterableIterator<{
+    id: number;
+    device_id: string;
+    msg_id: string | null;
+    ts: number;
+    data: string;
+  }>) {
+    current.add({ id: Number(r.id), deviceId: r.device_id, msgId: r.msg_id, ts: Number(r.ts), data: r.data });
+  }
+  if (current.count > 0) current.startedAt = -Infinity;
+  return true;
+};
+
+/** After a failed transaction: what is staged is read back from `telemetry_recent`. */
+const resetStage = () => {
+  stage = null;
+  current = new Round();
+  merging = null;
+};
+
+const mergeDue = () => merging !== null || (stage === true && current.count > 0 && (current.count >= mergeRows || performance.now() - current.startedAt >= mergeMs));
+
+/** Moves one staged row into `telemetry` (not if it is there already, or its device was removed). */
+const mergeRow = (r: Staged) =>
+  prepare(
+    'INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?)',
+  ).run(r.id, r.deviceId, r.msgId, r.ts, r.data, r.deviceId);
+
+/** Ends a merge round once all its rows are in `telemetry`: they leave `telemetry_recent`. */
+const endRoundIfDone = () => {
+  if (!merging || merging.count > 0) return;
+  prepare('DELETE FROM telemetry_recent WHERE id <= ?').run(mergingUpTo);
+  merging = null;
+};
 let closing: number | null = null;
 
 // The checkpointer: another thread and connection, started with the first telemetry (a CLI run
@@ -109,9 +216,20 @@ const startCheckpointer = () => {
  * for this: it ends a slice at once (yieldNow).
  */
 const schedule = () => {
-  if (scheduled || held || db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
+  if (finishing) return;
+  if (scheduled || held || db.inTransaction) return;
+  const merge = jobs.length === 0 && closing === null && mergeDue();
+  if (jobs.length === 0 && pendingLatest.size === 0 && !merge) {
+    if (stage === true && current.count > 0 && !mergeTimer && closing === null) {
+      mergeTimer = setTimeout(() => {
+        mergeTimer = null;
+        schedule();
+      }, Math.max(0, current.startedAt + mergeMs - performance.now()));
+    }
+    return;
+  }
   const started = jobs.length > 0 && jobs[0]!.pos > 0;
-  const wait = closing !== null || started || pendingLatest.size > 0 || waitingRows >= groupRows ? 0 : oldestWaitingAt + groupMs - performance.now();
+  const wait = merge || closing !== null || started || pendingLatest.size > 0 || waitingRows >= groupRows ? 0 : oldestWaitingAt + groupMs - performance.now();
   if (wait <= 0) {
     if (groupTimer) clearTimeout(groupTimer);
     groupTimer = null;
@@ -128,12 +246,28 @@ const schedule = () => {
 const runSlice = () => {
   scheduled = false;
   // A transaction from the main thread is open: wait for its commit/rollback message.
-  if (held || db.inTransaction || (jobs.length === 0 && pendingLatest.size === 0)) return;
-  const insert = prepare(
-    // Readings of a device removed meanwhile are dropped rather than left orphaned.
-    'INSERT INTO telemetry (device_id, msg_id, ts, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?) ' +
-      'ON CONFLICT (device_id, msg_id) DO NOTHING',
-  );
+  if (held || db.inTransaction) return;
+  const merge = jobs.length === 0 && closing === null && mergeDue();
+  if (jobs.length === 0 && pendingLatest.size === 0 && !merge) return;
+  const staged = staging();
+  // Readings of a device removed meanwhile are dropped rather than left orphaned.
+  const insert = staged
+    ? prepare(
+        'INSERT INTO telemetry_recent (id, device_id, msg_id, ts, data) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?) ' +
+          'AND NOT EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND msg_id = ?)',
+      )
+    : prepare(
+        'INSERT INTO telemetry (device_id, msg_id, ts, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?) ' +
+          'ON CONFLICT (device_id, msg_id) DO NOTHING',
+      );
+  // A staged row joins the round at once; if the slice fails, the rounds are read back from the table.
+  const stageRow = (r: ThreadTelemetryRow) => {
+    if (r.msgId !== null && (current.has(r.deviceId, r.msgId) || merging?.has(r.deviceId, r.msgId))) return;
+    const row: Staged = { id: nextId, deviceId: r.deviceId, msgId: r.msgId, ts: r.ts, data: JSON.stringify(r.data) };
+    if (insert.run(row.id, row.deviceId, row.msgId, row.ts, row.data, row.deviceId, row.deviceId, row.msgId).changes === 0) return;
+    nextId++;
+    current.add(row);
+  };
   const update = prepare('UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
   const until = performance.now() + sliceMs;
   // Every 8 rows the slice looks at its messages. More telemetry only joins the queue. A query that
@@ -204,7 +338,8 @@ const runSlice = () => {
         while (job.pos < job.rows.length) {
           const r = job.rows[job.pos++]!;
           waitingRows--;
-          insert.run(r.deviceId, r.msgId, r.ts, JSON.stringify(r.data), r.deviceId);
+          if (staged) stageRow(r);
+          else insert.run(r.deviceId, r.msgId, r.ts, JSON.stringify(r.data), r.deviceId);
           const cur = pendingLatest.get(r.deviceId);
           if (!cur || r.ts >= cur.ts) pendingLatest.set(r.deviceId, r);
           if (yieldNow(++n)) {
@@ -221,8 +356,25 @@ const runSlice = () => {
         for (const [deviceId, r] of pendingLatest) {
           update.run(JSON.stringify(r.data), r.ts, r.ts, deviceId);
           pendingLatest.delete(deviceId);
-          if (yieldNow(++n)) break;
+          if (yieldNow(++n)) {
+            stop = true;
+            break;
+          }
         }
+      }
+      // Nothing else waiting: move staged rows into `telemetry`, a device at a time, for a while.
+      if (!stop && merge && !polled && writes.length === 0 && jobs.length === 0) {
+        if (!merging) {
+          merging = current;
+          mergingUpTo = nextId - 1;
+          current = new Round();
+        }
+        const mergeUntil = performance.now() + Math.min(sliceMs, MERGE_SLICE_MS);
+        for (const deviceId of merging.rows.keys()) {
+          for (const r of merging.take(deviceId)) mergeRow(r);
+          if (performance.now() > mergeUntil || yieldNow(0) || jobs.length > 0) break;
+        }
+        endRoundIfDone();
       }
       db.exec('COMMIT');
     } catch (err) {
@@ -243,6 +395,7 @@ const runSlice = () => {
     for (const job of finished) fail(job.id, err);
     finished = [];
     pendingLatest.clear();
+    resetStage();
     answerWrites(err);
     if (polled) handle(polled.message);
     return after();
@@ -258,14 +411,16 @@ const runSlice = () => {
 };
 
 const after = () => {
-  if (jobs.length > 0 || pendingLatest.size > 0) schedule();
-  else if (closing !== null) finish();
+  if (closing !== null && jobs.length === 0 && pendingLatest.size === 0) finish();
+  else schedule();
 };
 
 let finishing = false;
 const finish = () => {
   if (!db.open || finishing) return;
   finishing = true;
+  if (mergeTimer) clearTimeout(mergeTimer);
+  if (groupTimer) clearTimeout(groupTimer);
   const done = () => {
     db.close();
     reply(closing as number, null);
@@ -275,6 +430,33 @@ const finish = () => {
   checkpointer = null;
   ck.removeAllListeners('exit');
   ck.terminate().then(done, done);
+};
+
+/** Flushes and forgets that came during a transaction of the main thread's, run after its end. */
+const deferred: Request[] = [];
+
+/** Moves a device's staged rows (or every device's) into `telemetry` now: a reader is about to look. */
+const flush = (deviceId: string | undefined) => {
+  if (deviceId !== undefined) {
+    for (const r of merging?.take(deviceId) ?? []) mergeRow(r);
+    for (const r of current.take(deviceId)) mergeRow(r);
+    endRoundIfDone();
+    return;
+  }
+  for (const round of [merging, current]) for (const id of [...(round?.rows.keys() ?? [])]) for (const r of round!.take(id)) mergeRow(r);
+  prepare('DELETE FROM telemetry_recent WHERE id < ?').run(nextId);
+  merging = null;
+  current = new Round();
+};
+
+/** Drops a removed device's staged rows. */
+const forget = (deviceId: string) => {
+  prepare('DELETE FROM telemetry_recent WHERE device_id = ?').run(deviceId);
+  for (const round of [merging, current]) {
+    round?.take(deviceId);
+    round?.keys.delete(deviceId);
+  }
+  endRoundIfDone();
 };
 
 const handle = (m: Request) => {
@@ -289,12 +471,37 @@ const handle = (m: Request) => {
     } catch (err) {
       fail(m.id, err);
     }
+    if (!db.inTransaction && deferred.length > 0) for (const d of deferred.splice(0)) handle(d);
     schedule();
   } else if (m.op === 'telemetry') {
     if (!checkpointer) startCheckpointer();
     if (jobs.length === 0) oldestWaitingAt = performance.now();
     jobs.push({ id: m.id, rows: m.rows, pos: 0, arrivedAt: performance.now() });
     waitingRows += m.rows.length;
+    schedule();
+  } else if (m.op === 'flush' || m.op === 'forget') {
+    // Not inside a transaction of the main thread's: it could roll this back.
+    if (db.inTransaction) {
+      deferred.push(m);
+      return;
+    }
+    try {
+      if (staging()) {
+        db.exec('BEGIN');
+        try {
+          if (m.op === 'forget') forget(m.deviceId);
+          else flush(m.deviceId);
+          db.exec('COMMIT');
+        } catch (err) {
+          if (db.inTransaction) db.exec('ROLLBACK');
+          resetStage();
+          throw err;
+        }
+      }
+      reply(m.id, null);
+    } catch (err) {
+      fail(m.id, err);
+    }
     schedule();
   } else if (m.op === 'close') {
     closing = m.id;

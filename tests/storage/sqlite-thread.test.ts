@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { SqliteStorage } from '../../server/storage/sqlite-storage';
-import { DuplicateError, TelemetryRow } from '../../server/storage';
+import { DuplicateError, TelemetryPoint, TelemetryRow } from '../../server/storage';
 
 let dir: string;
 let storage: SqliteStorage;
@@ -142,5 +142,108 @@ describe('SQLite thread', () => {
     // ~40 commits of ~150 pages each: without checkpoints the WAL would pass 20 MB.
     expect(walMax).toBeLessThan(8 * 1024 * 1024);
     expect(fs.statSync(file).size).toBeGreaterThan(dbBefore + 2 * 1024 * 1024);
+  });
+});
+
+/** What the file itself holds, read on a connection of its own (as another process would). */
+function inFile(dir: string): { telemetry: number; recent: number } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Database = require('better-sqlite3') as typeof import('better-sqlite3');
+  const db = new Database(path.join(dir, 'sockpit.db'), { readonly: true });
+  try {
+    const n = (t: string) => (db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
+    return { telemetry: n('telemetry'), recent: n('telemetry_recent') };
+  } finally {
+    db.close();
+  }
+}
+
+describe('SQLite thread: readings staged in telemetry_recent, moved into telemetry in bulk', () => {
+  const reopen = async (opts: { mergeMs?: number; mergeRows?: number }) => {
+    await storage.close();
+    storage = await SqliteStorage.open(dir, 'sockpit.db', opts);
+  };
+
+  test('when readings are stored, then they are committed to telemetry_recent first, and a reader of the device sees every one of them at once', async () => {
+    await reopen({ mergeMs: 60_000 });
+    await storage.insertTelemetry(rows(300));
+    expect(inFile(dir)).toEqual({ telemetry: 0, recent: 300 });
+    const history = await storage.telemetryHistory('d1', 1_000);
+    expect(history.map((p) => p.data.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(inFile(dir).telemetry).toBe(300);
+  });
+
+  test('when the merge time has passed, then the staged readings are in telemetry and telemetry_recent is empty, without any reader asking', async () => {
+    await reopen({ mergeMs: 100 });
+    await storage.insertTelemetry(rows(500));
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && inFile(dir).recent > 0) await new Promise((r) => setTimeout(r, 50));
+    expect(inFile(dir)).toEqual({ telemetry: 500, recent: 0 });
+  });
+
+  test('when a reading is resent while the first copy is staged, after it was moved, and after a restart, then it is stored once', async () => {
+    await reopen({ mergeMs: 60_000 });
+    await storage.insertTelemetry(rows(100));
+    await storage.insertTelemetry(rows(100)); // the first copies are still staged
+    expect(inFile(dir).recent).toBe(100);
+    await storage.telemetryHistory('d1', 1); // moves them
+    await storage.insertTelemetry(rows(150)); // 100 already in telemetry, 50 new
+    await reopen({ mergeMs: 60_000 }); // the 50 are still staged, and read back at start
+    await storage.insertTelemetry(rows(200));
+    expect(await storage.countTelemetry('d1')).toBe(200);
+    const ids = (await storage.telemetryHistory('d1', 1_000)).map((p) => p.data.seq);
+    expect(ids).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  });
+
+  test('when the process ends with readings staged (as after a kill), then the next start moves every one of them, once', async () => {
+    await reopen({ mergeMs: 60_000 });
+    await storage.insertTelemetry(rows(1_000));
+    await storage.close();
+    expect(inFile(dir)).toEqual({ telemetry: 0, recent: 1_000 });
+    storage = await SqliteStorage.open(dir, 'sockpit.db', { mergeMs: 60_000 });
+    // A reading after the restart gets an id after every staged one.
+    await storage.insertTelemetry(rows(1, 1_000));
+    const range: TelemetryPoint[] = [];
+    for await (const page of storage.telemetryRange('d1', { from: 0, to: 10_000, limit: 5_000 })) range.push(...page);
+    expect(range.map((p) => p.data.seq)).toEqual(Array.from({ length: 1_001 }, (_, i) => i));
+    expect(inFile(dir).telemetry).toBe(1_001);
+  });
+
+  test('when a device is removed with readings staged, then none of them reach telemetry, also if a device of the same id is added again', async () => {
+    await reopen({ mergeMs: 200 });
+    await storage.createDevice({ id: 'd2', name: 'd2', tokenHash: 'x' });
+    await storage.insertTelemetry([...rows(50), ...rows(50).map((r) => ({ ...r, deviceId: 'd2' }))]);
+    expect(await storage.deleteDevice('d2')).toBe(true);
+    await storage.createDevice({ id: 'd2', name: 'd2', tokenHash: 'x' });
+    await new Promise((r) => setTimeout(r, 600)); // a merge round has run
+    expect(await storage.countTelemetry('d2')).toBe(0);
+    expect(await storage.countTelemetry('d1')).toBe(50);
+    expect(inFile(dir)).toEqual({ telemetry: 50, recent: 0 });
+  });
+
+  test('when readings keep coming past the row threshold, then rounds are moved while more are staged, and each reading is stored once', async () => {
+    await reopen({ mergeMs: 60_000, mergeRows: 700 });
+    for (let i = 0; i < 20; i++) await storage.insertTelemetry(rows(250, i * 250));
+    await storage.insertTelemetry(rows(5_000)); // all resent
+    expect(inFile(dir).telemetry).toBeGreaterThan(0);
+    expect(await storage.countTelemetry()).toBe(5_000);
+    expect(inFile(dir)).toEqual({ telemetry: 5_000, recent: 0 });
+  });
+
+  test('when a flush is asked inside a query-builder transaction, then it waits for the transaction and is not rolled back with it', async () => {
+    await reopen({ mergeMs: 60_000 });
+    await storage.insertTelemetry(rows(10));
+    const db = (storage as unknown as { db: import('kysely').Kysely<any> }).db;
+    let count: Promise<number> | null = null;
+    await expect(
+      db.transaction().execute(async (tx) => {
+        await sql`insert into settings (key, value) values ('probe2', 'x')`.execute(tx);
+        count = storage.countTelemetry('d1');
+        await new Promise((r) => setTimeout(r, 50));
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    expect(await count!).toBe(10);
+    expect(inFile(dir).telemetry).toBe(10);
   });
 });
