@@ -124,13 +124,17 @@ const mergeMs: number = workerData.mergeMs;
 const MERGE_SLICE_MS = 20;
 const mergeRows: number = workerData.mergeRows;
 
+/** Whether the database has `telemetry_recent` (a database not migrated yet has not). */
+let hasRecent = false;
+const recentExists = (): boolean =>
+  hasRecent ||
+  (hasRecent = (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'telemetry_recent'").get() as unknown) !== undefined);
+
+/** Starts staging (with the first telemetry): reads back what `telemetry_recent` holds. */
 const staging = (): boolean => {
   if (stage !== null) return stage;
-  stage = (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'telemetry_recent'").get() as unknown) !== undefined;
-  if (!stage) {
-    stage = null; // looked at again next time: the migrations may not have run yet
-    return false;
-  }
+  if (!recentExists()) return false; // looked at again next time: the migrations may not have run yet
+  stage = true;
   const max = (sql: string) => Number((db.prepare(sql).get() as { n: number | null }).n ?? 0);
   nextId =
     Math.max(
@@ -435,8 +439,20 @@ const finish = () => {
 /** Flushes and forgets that came during a transaction of the main thread's, run after its end. */
 const deferred: Request[] = [];
 
-/** Moves a device's staged rows (or every device's) into `telemetry` now: a reader is about to look. */
+/**
+ * Moves a device's staged rows (or every device's) into `telemetry` now: a reader is about to look.
+ * The thread that stages (the server's) knows them; another process's (the CLI's, a test's) reads
+ * them from the table, and the server's own round later finds them moved.
+ */
 const flush = (deviceId: string | undefined) => {
+  if (stage !== true) {
+    const from = 'FROM telemetry_recent r WHERE EXISTS (SELECT 1 FROM devices WHERE id = r.device_id)';
+    prepare(
+      `INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT r.id, r.device_id, r.msg_id, r.ts, r.data ${from}` +
+        (deviceId === undefined ? ' ORDER BY r.id' : ' AND r.device_id = ? ORDER BY r.id'),
+    ).run(...(deviceId === undefined ? [] : [deviceId]));
+    return;
+  }
   if (deviceId !== undefined) {
     for (const r of merging?.take(deviceId) ?? []) mergeRow(r);
     for (const r of current.take(deviceId)) mergeRow(r);
@@ -486,7 +502,7 @@ const handle = (m: Request) => {
       return;
     }
     try {
-      if (staging()) {
+      if (recentExists()) {
         db.exec('BEGIN');
         try {
           if (m.op === 'forget') forget(m.deviceId);

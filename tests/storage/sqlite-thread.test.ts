@@ -230,6 +230,22 @@ describe('SQLite thread: readings staged in telemetry_recent, moved into telemet
     expect(inFile(dir)).toEqual({ telemetry: 5_000, recent: 0 });
   });
 
+  test('when another process opens the same file (the CLI), then it reads the readings the server has staged, and they are still stored once', async () => {
+    await reopen({ mergeMs: 60_000 });
+    await storage.insertTelemetry(rows(100));
+    const other = await SqliteStorage.open(dir);
+    try {
+      expect(await other.countTelemetry('d1')).toBe(100);
+      expect((await other.telemetryHistory('d1', 1)).map((p) => p.data.seq)).toEqual([99]);
+      await storage.insertTelemetry(rows(120));
+      expect(await other.countTelemetry('d1')).toBe(120);
+      expect(await storage.countTelemetry()).toBe(120);
+      expect(inFile(dir)).toEqual({ telemetry: 120, recent: 0 });
+    } finally {
+      await other.close();
+    }
+  });
+
   test('when a flush is asked inside a query-builder transaction, then it waits for the transaction and is not rolled back with it', async () => {
     await reopen({ mergeMs: 60_000 });
     await storage.insertTelemetry(rows(10));
