@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { Reply, RequestBody, SqliteRunResult, ThreadTelemetryRow, WorkerData } from './sqlite-protocol';
+import type { Reply, RequestBody, SqliteRunResult, ThreadTelemetryBatch, ThreadTelemetryRow, WorkerData } from './sqlite-protocol';
 
 export type { SqliteRunResult, ThreadTelemetryRow };
 
@@ -135,7 +135,15 @@ export class SqliteThread {
 
   /** Resolves once every row is committed. */
   insertTelemetry(rows: ThreadTelemetryRow[]): Promise<void> {
-    return this.request({ op: 'telemetry', rows });
+    const batch: ThreadTelemetryBatch = new Array(rows.length * 4);
+    let k = 0;
+    for (const r of rows) {
+      batch[k++] = r.deviceId;
+      batch[k++] = r.msgId;
+      batch[k++] = r.ts;
+      batch[k++] = JSON.stringify(r.data);
+    }
+    return this.request({ op: 'telemetry', rows: batch });
   }
 
   /** Moves a device's staged readings (every device's without one) into `telemetry`: before reading it. */

@@ -5,7 +5,7 @@
  */
 import { parentPort as port, receiveMessageOnPort, Worker, workerData as data } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { CheckpointerData, CheckpointerSays, Reply, Request, SqliteRunResult, ThreadTelemetryRow, WorkerData } from './sqlite-protocol';
+import type { CheckpointerData, CheckpointerSays, Reply, Request, SqliteRunResult, ThreadTelemetryBatch, WorkerData } from './sqlite-protocol';
 
 const workerData = data as WorkerData;
 const parentPort = port!;
@@ -52,7 +52,10 @@ const RETURNING = /\breturning\b/i;
 
 interface Job {
   id: number;
-  rows: ThreadTelemetryRow[];
+  /** Four entries per reading (sqlite-protocol.ts). */
+  rows: ThreadTelemetryBatch;
+  /** Readings in it, and the next one to insert. */
+  count: number;
   pos: number;
   arrivedAt: number;
 }
@@ -65,7 +68,7 @@ let mergeTimer: NodeJS.Timeout | null = null;
 /** Jobs whose rows are committed, waiting for the `latest` updates still pending. */
 let finished: Job[] = [];
 /** deviceId → newest row inserted but not yet written to devices.latest. */
-const pendingLatest = new Map<string, ThreadTelemetryRow>();
+const pendingLatest = new Map<string, { ts: number; data: string }>();
 let scheduled = false;
 
 // Two stages (sqlite-thread.ts): a reading is committed into `telemetry_recent`, which has no
@@ -265,12 +268,10 @@ const runSlice = () => {
           'ON CONFLICT (device_id, msg_id) DO NOTHING',
       );
   // A staged row joins the round at once; if the slice fails, the rounds are read back from the table.
-  const stageRow = (r: ThreadTelemetryRow) => {
-    if (r.msgId !== null && (current.has(r.deviceId, r.msgId) || merging?.has(r.deviceId, r.msgId))) return;
-    const row: Staged = { id: nextId, deviceId: r.deviceId, msgId: r.msgId, ts: r.ts, data: JSON.stringify(r.data) };
-    if (insert.run(row.id, row.deviceId, row.msgId, row.ts, row.data, row.deviceId, row.deviceId, row.msgId).changes === 0) return;
-    nextId++;
-    current.add(row);
+  const stageRow = (deviceId: string, msgId: string | null, ts: number, data: string) => {
+    if (msgId !== null && (current.has(deviceId, msgId) || merging?.has(deviceId, msgId))) return;
+    if (insert.run(nextId, deviceId, msgId, ts, data, deviceId, deviceId, msgId).changes === 0) return;
+    current.add({ id: nextId++, deviceId, msgId, ts, data });
   };
   const update = prepare('UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
   const until = performance.now() + sliceMs;
@@ -339,26 +340,35 @@ const runSlice = () => {
     try {
       while (!stop && jobs.length > 0) {
         const job = jobs[0] as Job;
-        while (job.pos < job.rows.length) {
-          const r = job.rows[job.pos++]!;
+        const b = job.rows;
+        while (job.pos < job.count) {
+          const k = 4 * job.pos++;
+          const deviceId = b[k] as string;
+          const msgId = b[k + 1] as string | null;
+          const ts = b[k + 2] as number;
+          const data = b[k + 3] as string;
           waitingRows--;
-          if (staged) stageRow(r);
-          else insert.run(r.deviceId, r.msgId, r.ts, JSON.stringify(r.data), r.deviceId);
-          const cur = pendingLatest.get(r.deviceId);
-          if (!cur || r.ts >= cur.ts) pendingLatest.set(r.deviceId, r);
+          if (staged) stageRow(deviceId, msgId, ts, data);
+          else insert.run(deviceId, msgId, ts, data, deviceId);
+          const cur = pendingLatest.get(deviceId);
+          if (!cur) pendingLatest.set(deviceId, { ts, data });
+          else if (ts >= cur.ts) {
+            cur.ts = ts;
+            cur.data = data;
+          }
           if (yieldNow(++n)) {
             stop = true;
             break;
           }
         }
-        if (job.pos >= job.rows.length) {
+        if (job.pos >= job.count) {
           doneHere.push(jobs.shift() as Job);
           if (jobs.length > 0) oldestWaitingAt = jobs[0]!.arrivedAt;
         }
       }
       if (!polled && writes.length === 0) {
         for (const [deviceId, r] of pendingLatest) {
-          update.run(JSON.stringify(r.data), r.ts, r.ts, deviceId);
+          update.run(r.data, r.ts, r.ts, deviceId);
           pendingLatest.delete(deviceId);
           if (yieldNow(++n)) {
             stop = true;
@@ -391,7 +401,7 @@ const runSlice = () => {
     const failed = new Set<Job>(doneHere);
     if (jobs[0] && jobs[0].pos > 0) {
       const partial = jobs.shift() as Job;
-      waitingRows -= partial.rows.length - partial.pos;
+      waitingRows -= partial.count - partial.pos;
       failed.add(partial);
     }
     if (jobs.length > 0) oldestWaitingAt = jobs[0]!.arrivedAt;
@@ -407,7 +417,7 @@ const runSlice = () => {
   answerWrites(null);
   finished.push(...doneHere);
   if (pendingLatest.size === 0) {
-    for (const job of finished) reply(job.id, job.rows.length);
+    for (const job of finished) reply(job.id, job.count);
     finished = [];
   }
   if (polled) handle(polled.message);
@@ -492,8 +502,9 @@ const handle = (m: Request) => {
   } else if (m.op === 'telemetry') {
     if (!checkpointer) startCheckpointer();
     if (jobs.length === 0) oldestWaitingAt = performance.now();
-    jobs.push({ id: m.id, rows: m.rows, pos: 0, arrivedAt: performance.now() });
-    waitingRows += m.rows.length;
+    const count = m.rows.length >> 2;
+    jobs.push({ id: m.id, rows: m.rows, count, pos: 0, arrivedAt: performance.now() });
+    waitingRows += count;
     schedule();
   } else if (m.op === 'flush' || m.op === 'forget') {
     // Not inside a transaction of the main thread's: it could roll this back.
