@@ -168,6 +168,13 @@ const resetStage = () => {
 
 const mergeDue = () => merging !== null || (stage === true && current.count > 0 && (current.count >= mergeRows || performance.now() - current.startedAt >= mergeMs));
 
+/**
+ * Staged rows not yet merged are past twice `mergeRows`: readings keep coming faster than the gaps
+ * between them allow merging, so each slice merges for a while before it inserts. Otherwise a fleet
+ * that never lets up would grow `telemetry_recent`, and this thread's memory, without end.
+ */
+const mergeBehind = () => stage === true && closing === null && current.count + (merging?.count ?? 0) >= 2 * mergeRows;
+
 /** Moves one staged row into `telemetry` (not if it is there already, or its device was removed). */
 const mergeRow = (r: Staged) =>
   prepare(
@@ -257,6 +264,7 @@ const runSlice = () => {
   const merge = jobs.length === 0 && closing === null && mergeDue();
   if (jobs.length === 0 && pendingLatest.size === 0 && !merge) return;
   const staged = staging();
+  const behind = mergeBehind();
   // Readings of a device removed meanwhile are dropped rather than left orphaned.
   const insert = staged
     ? prepare(
@@ -333,11 +341,36 @@ const runSlice = () => {
     }
   };
   const doneHere: Job[] = [];
+  /**
+   * Moves staged rows into `telemetry`, a device at a time, for at most MERGE_SLICE_MS. `idle`: only
+   * while nothing else waits (new readings end it). True when the slice must end (a query came).
+   */
+  const mergeSlice = (idle: boolean): boolean => {
+    if (!merging) {
+      merging = current;
+      mergingUpTo = nextId - 1;
+      current = new Round();
+    }
+    const mergeUntil = performance.now() + Math.min(sliceMs, MERGE_SLICE_MS);
+    let yielded = false;
+    for (const deviceId of merging.rows.keys()) {
+      for (const r of merging.take(deviceId)) mergeRow(r);
+      if (performance.now() > mergeUntil) break;
+      if (yieldNow(0)) {
+        yielded = true;
+        break;
+      }
+      if (idle && jobs.length > 0) break;
+    }
+    endRoundIfDone();
+    return yielded;
+  };
   let n = 0;
   let stop = false;
   try {
     db.exec('BEGIN');
     try {
+      if (behind && mergeSlice(false)) stop = true;
       while (!stop && jobs.length > 0) {
         const job = jobs[0] as Job;
         const b = job.rows;
@@ -377,19 +410,7 @@ const runSlice = () => {
         }
       }
       // Nothing else waiting: move staged rows into `telemetry`, a device at a time, for a while.
-      if (!stop && merge && !polled && writes.length === 0 && jobs.length === 0) {
-        if (!merging) {
-          merging = current;
-          mergingUpTo = nextId - 1;
-          current = new Round();
-        }
-        const mergeUntil = performance.now() + Math.min(sliceMs, MERGE_SLICE_MS);
-        for (const deviceId of merging.rows.keys()) {
-          for (const r of merging.take(deviceId)) mergeRow(r);
-          if (performance.now() > mergeUntil || yieldNow(0) || jobs.length > 0) break;
-        }
-        endRoundIfDone();
-      }
+      if (!stop && merge && !polled && writes.length === 0 && jobs.length === 0) mergeSlice(true);
       db.exec('COMMIT');
     } catch (err) {
       if (db.inTransaction) db.exec('ROLLBACK');

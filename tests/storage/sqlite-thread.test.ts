@@ -230,6 +230,19 @@ describe('SQLite thread: readings staged in telemetry_recent, moved into telemet
     expect(inFile(dir)).toEqual({ telemetry: 5_000, recent: 0 });
   });
 
+  test('when readings never let up (each batch queued before the last is stored), then staged rows are moved meanwhile, and each reading is stored once', async () => {
+    await reopen({ mergeMs: 60_000, mergeRows: 500 });
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 80; i++) writes.push(storage.insertTelemetry(rows(250, i * 250)));
+    await Promise.all(writes);
+    // Moved while readings were still queued, not only once they stopped coming.
+    const now = inFile(dir);
+    expect(now.telemetry).toBeGreaterThan(0);
+    expect(now.telemetry + now.recent).toBeGreaterThanOrEqual(20_000);
+    expect(await storage.countTelemetry()).toBe(20_000);
+    expect(inFile(dir)).toEqual({ telemetry: 20_000, recent: 0 });
+  });
+
   test('when another process opens the same file (the CLI), then it reads the readings the server has staged, and they are still stored once', async () => {
     await reopen({ mergeMs: 60_000 });
     await storage.insertTelemetry(rows(100));
