@@ -34,6 +34,8 @@ class WebSocketLink implements DeviceLink {
 
   constructor(
     readonly ws: WebSocket,
+    /** The connection under `ws`, corked while held replies are framed (sendBatch). */
+    private readonly socket: Duplex,
     readonly remoteAddress: string,
     private readonly maxOutQueueBytes: number,
   ) {}
@@ -67,8 +69,17 @@ class WebSocketLink implements DeviceLink {
     return 'ok';
   }
 
+  /**
+   * A device's held replies, a frame each, in one write as on TCP: `ws` writes every frame at once
+   * (header and payload corked together), so the connection is corked around all of them.
+   */
   sendBatch(messages: ServerMessage[], encoding: Encoding): void {
-    for (const m of messages) if (this.send(m, encoding) !== 'ok') break;
+    this.socket.cork();
+    try {
+      for (const m of messages) if (this.send(m, encoding) !== 'ok') break;
+    } finally {
+      this.socket.uncork();
+    }
   }
 
   pause(): void {
@@ -183,7 +194,7 @@ export class WebSocketTransport {
 
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       upgraded = true;
-      const link = new WebSocketLink(ws, ip, this.core.limits.maxOutQueueBytes);
+      const link = new WebSocketLink(ws, socket, ip, this.core.limits.maxOutQueueBytes);
       ws.on('error', (err) => this.log.debug({ err, remote: ip }, 'device websocket error'));
       const session = this.core.open(link, admission);
       // Until the device says otherwise, plain JSON: what WebSocket clients speak (the thesis's client.py
