@@ -252,8 +252,12 @@ export abstract class KyselyStorage implements Storage {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  /** Statements of an engine's own that remove a device's data, inside deleteDevice's transaction. */
+  protected async deleteDeviceData(_tx: Kysely<DB>, _id: string): Promise<void> {}
+
   async deleteDevice(id: string): Promise<boolean> {
     return this.db.transaction().execute(async (tx) => {
+      await this.deleteDeviceData(tx, id);
       await tx.deleteFrom('telemetry').where('device_id', '=', id).execute();
       await tx.deleteFrom('commands').where('device_id', '=', id).execute();
       const r = await tx.deleteFrom('devices').where('id', '=', id).executeTakeFirst();

@@ -12,6 +12,7 @@ import {
   SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
+  sql,
 } from 'kysely';
 import { DB, KyselyStorage } from './kysely-storage';
 import { SqliteThread, SqliteThreadOptions } from './sqlite-thread';
@@ -68,8 +69,15 @@ export class SqliteStorage extends KyselyStorage {
     return super.telemetryKeys(deviceId, range, maxKeys);
   }
 
+  /** Its staged readings go in the same transaction, so no crash can leave them to be moved later. */
+  protected override async deleteDeviceData(tx: Kysely<DB>, id: string): Promise<void> {
+    await sql`DELETE FROM telemetry_recent WHERE device_id = ${id}`.execute(tx);
+  }
+
   override async deleteDevice(id: string): Promise<boolean> {
     const deleted = await super.deleteDevice(id);
+    // This process's thread drops them from memory too. A server in another process keeps them in
+    // memory, but moves no row that has left the table.
     await this.thread.forgetTelemetry(id);
     return deleted;
   }

@@ -85,12 +85,13 @@ interface Staged {
 class Round {
   /** deviceId → rows not yet in `telemetry`, oldest first. */
   readonly rows = new Map<string, Staged[]>();
-  /** deviceId → message ids of this round's rows (merged or not). */
-  readonly keys = new Map<string, Set<string>>();
+  /** deviceId → message id → row id, for this round's rows (merged or not). */
+  readonly keys = new Map<string, Map<string, number>>();
   count = 0;
   startedAt = 0;
-  has(deviceId: string, msgId: string): boolean {
-    return this.keys.get(deviceId)?.has(msgId) === true;
+  /** The id of this round's row with that message id, if any. */
+  staged(deviceId: string, msgId: string): number | undefined {
+    return this.keys.get(deviceId)?.get(msgId);
   }
   add(r: Staged): void {
     if (this.count === 0) this.startedAt = performance.now();
@@ -98,12 +99,11 @@ class Round {
     if (!list) this.rows.set(r.deviceId, (list = []));
     list.push(r);
     this.count++;
-    if (r.msgId !== null) this.key(r.deviceId, r.msgId);
-  }
-  key(deviceId: string, msgId: string): void {
-    let set = this.keys.get(deviceId);
-    if (!set) this.keys.set(deviceId, (set = new Set()));
-    set.add(msgId);
+    if (r.msgId !== null) {
+      let ids = this.keys.get(r.deviceId);
+      if (!ids) this.keys.set(r.deviceId, (ids = new Map()));
+      ids.set(r.msgId, r.id);
+    }
   }
   /** Takes a device's unmerged rows out of the round. */
   take(deviceId: string): Staged[] {
@@ -175,11 +175,18 @@ const mergeDue = () => merging !== null || (stage === true && current.count > 0 
  */
 const mergeBehind = () => stage === true && closing === null && current.count + (merging?.count ?? 0) >= 2 * mergeRows;
 
-/** Moves one staged row into `telemetry` (not if it is there already, or its device was removed). */
+/**
+ * Moves one staged row into `telemetry`: not if it is there already, if its device was removed, or
+ * if the row left `telemetry_recent` meanwhile (another process removed the device: the CLI).
+ */
 const mergeRow = (r: Staged) =>
   prepare(
-    'INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?)',
-  ).run(r.id, r.deviceId, r.msgId, r.ts, r.data, r.deviceId);
+    'INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT ?, ?, ?, ?, ? ' +
+      'WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?) AND EXISTS (SELECT 1 FROM telemetry_recent WHERE id = ?)',
+  ).run(r.id, r.deviceId, r.msgId, r.ts, r.data, r.deviceId, r.id);
+
+/** Whether a staged row is still in `telemetry_recent` (another process may have removed its device). */
+const stillStaged = (id: number) => prepare('SELECT 1 FROM telemetry_recent WHERE id = ?').get(id) !== undefined;
 
 /** Ends a merge round once all its rows are in `telemetry`: they leave `telemetry_recent`. */
 const endRoundIfDone = () => {
@@ -277,7 +284,10 @@ const runSlice = () => {
       );
   // A staged row joins the round at once; if the slice fails, the rounds are read back from the table.
   const stageRow = (deviceId: string, msgId: string | null, ts: number, data: string) => {
-    if (msgId !== null && (current.has(deviceId, msgId) || merging?.has(deviceId, msgId))) return;
+    if (msgId !== null) {
+      const copy = current.staged(deviceId, msgId) ?? merging?.staged(deviceId, msgId);
+      if (copy !== undefined && stillStaged(copy)) return;
+    }
     if (insert.run(nextId, deviceId, msgId, ts, data, deviceId, deviceId, msgId).changes === 0) return;
     current.add({ id: nextId++, deviceId, msgId, ts, data });
   };
@@ -485,8 +495,16 @@ const flush = (deviceId: string | undefined) => {
     return;
   }
   if (deviceId !== undefined) {
-    for (const r of merging?.take(deviceId) ?? []) mergeRow(r);
-    for (const r of current.take(deviceId)) mergeRow(r);
+    // The device's rows leave `telemetry_recent` now, and its message ids the rounds (`telemetry`
+    // has them): a device read more often than rounds start would otherwise stay staged for ever.
+    const unstage = prepare('DELETE FROM telemetry_recent WHERE id = ?');
+    for (const round of [merging, current]) {
+      for (const r of round?.take(deviceId) ?? []) {
+        mergeRow(r);
+        unstage.run(r.id);
+      }
+      round?.keys.delete(deviceId);
+    }
     endRoundIfDone();
     return;
   }

@@ -259,6 +259,39 @@ describe('SQLite thread: readings staged in telemetry_recent, moved into telemet
     }
   });
 
+  test('when a device is read more often than merge rounds start, then what its reads moved leaves telemetry_recent, which stays empty', async () => {
+    await reopen({ mergeMs: 300 });
+    for (let i = 0; i < 20; i++) {
+      await storage.insertTelemetry(rows(10, i * 10));
+      await storage.telemetryHistory('d1', 1); // a poller, faster than rounds
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(inFile(dir)).toEqual({ telemetry: 200, recent: 0 });
+    // A resent reading is still stored once.
+    await storage.insertTelemetry(rows(200));
+    expect(await storage.countTelemetry('d1')).toBe(200);
+  });
+
+  test('when another process (the CLI) removes a device and adds it again while its readings are staged, then the old readings stay gone and new ones reusing their ids are stored', async () => {
+    await reopen({ mergeMs: 60_000 });
+    await storage.createDevice({ id: 'd2', name: 'd2', tokenHash: 'x' });
+    const d2 = (n: number, seqFrom: number) => rows(n).map((r, i) => ({ ...r, deviceId: 'd2', data: { seq: seqFrom + i } }));
+    await storage.insertTelemetry(d2(50, 0)); // m0…m49, staged
+    const cli = await SqliteStorage.open(dir);
+    try {
+      expect(await cli.deleteDevice('d2')).toBe(true);
+      expect(inFile(dir).recent).toBe(0);
+      await cli.createDevice({ id: 'd2', name: 'd2', tokenHash: 'y' });
+    } finally {
+      await cli.close();
+    }
+    await storage.insertTelemetry(d2(10, 100)); // m0…m9 again, new readings of the new device
+    const history = await storage.telemetryHistory('d2', 1_000);
+    expect(history.map((p) => p.data.seq)).toEqual(Array.from({ length: 10 }, (_, i) => 100 + i));
+    expect(await storage.countTelemetry('d2')).toBe(10);
+  });
+
   test('when a flush is asked inside a query-builder transaction, then it waits for the transaction and is not rolled back with it', async () => {
     await reopen({ mergeMs: 60_000 });
     await storage.insertTelemetry(rows(10));
