@@ -378,7 +378,9 @@ const runSlice = () => {
   let n = 0;
   let stop = false;
   try {
-    db.exec('BEGIN');
+    // IMMEDIATE: a slice may start with a read (is a resend's first copy still staged?), and a
+    // read transaction that then writes fails at once if another connection wrote meanwhile.
+    db.exec('BEGIN IMMEDIATE');
     try {
       if (behind && mergeSlice(false)) stop = true;
       while (!stop && jobs.length > 0) {
@@ -514,12 +516,16 @@ const flush = (deviceId: string | undefined) => {
   current = new Round();
 };
 
-/** Drops a removed device's staged rows. */
+/**
+ * Drops a removed device's staged rows from memory. deleteDevice removed them from the table in its
+ * own transaction; rows staged since then (the device added again at once) are kept.
+ */
 const forget = (deviceId: string) => {
-  prepare('DELETE FROM telemetry_recent WHERE device_id = ?').run(deviceId);
   for (const round of [merging, current]) {
-    round?.take(deviceId);
-    round?.keys.delete(deviceId);
+    if (!round) continue;
+    const kept = round.take(deviceId).filter((r) => stillStaged(r.id));
+    round.keys.delete(deviceId);
+    for (const r of kept) round.add(r);
   }
   endRoundIfDone();
 };
