@@ -28,12 +28,12 @@ export type { SqliteRunResult, ThreadTelemetryRow };
  * `telemetry` in rounds ({@link MERGE_MS} after the first, or at {@link MERGE_ROWS} rows), a
  * device's rows together, in short slices between the telemetry ones, so a hot index page is
  * written once for many readings. When more than twice MERGE_ROWS wait to be moved (readings never
- * leave a gap), every slice moves some before it inserts, so the staged rows stay bounded. A reader of `telemetry` (history, the API's range and CSV,
- * counts) first has the device's staged rows moved (`flushTelemetry`). The thread, the only
- * writer, keeps the staged rows and their message ids in memory (a resent reading is stored once)
- * and reads them back from the table at start, so rows a killed process left staged are moved
- * then; a row already moved keeps its id, so moving it twice is a no-op. bench/README.md has the
- * figures (`node bench/storage-rate.mjs`).
+ * leave a gap), every slice moves some before it inserts, so the staged rows stay bounded. A
+ * reader of `telemetry` (history, the API's range and CSV, counts) first has the device's staged
+ * rows moved (`flushTelemetry`). The thread, the only writer, keeps which rows are staged, and
+ * their message ids, in memory (a resent reading is stored once) and reads them back from the
+ * table at start, so rows a killed process left staged are moved then; a row already moved keeps
+ * its id, so moving it twice is a no-op. bench/README.md has the figures (`node bench/storage-rate.mjs`).
  *
  * WAL checkpoints run on a second thread with its own connection, once telemetry has been
  * written. With SQLite's automatic checkpoints the commit that crosses the threshold also copies

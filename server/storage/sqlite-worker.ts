@@ -74,13 +74,12 @@ let scheduled = false;
 // Two stages (sqlite-thread.ts): a reading is committed into `telemetry_recent`, which has no
 // index, and moved into `telemetry` later in bulk, a device's rows together. The thread is the
 // only writer of both, so it keeps in memory what `telemetry_recent` holds that `telemetry` does
-// not yet (`unmerged`), and the message ids it holds (to store a resent reading once).
+// not yet (`unmerged`), and the message ids it holds (to store a resent reading once). The rest of
+// a row (time, data) is read back from the table when it is moved.
 interface Staged {
   id: number;
   deviceId: string;
   msgId: string | null;
-  ts: number;
-  data: string;
 }
 class Round {
   /** deviceId → rows not yet in `telemetry`, oldest first. */
@@ -146,14 +145,12 @@ const staging = (): boolean => {
       max("SELECT max(seq) AS n FROM sqlite_sequence WHERE name = 'telemetry'"),
     ) + 1;
   // Rows a stopped or killed process left behind: merged again (a row already moved is skipped by its id).
-  for (const r of db.prepare('SELECT id, device_id, msg_id, ts, data FROM telemetry_recent ORDER BY id').iterate() as IterableIterator<{
+  for (const r of db.prepare('SELECT id, device_id, msg_id FROM telemetry_recent ORDER BY id').iterate() as IterableIterator<{
     id: number;
     device_id: string;
     msg_id: string | null;
-    ts: number;
-    data: string;
   }>) {
-    current.add({ id: Number(r.id), deviceId: r.device_id, msgId: r.msg_id, ts: Number(r.ts), data: r.data });
+    current.add({ id: Number(r.id), deviceId: r.device_id, msgId: r.msg_id });
   }
   if (current.count > 0) current.startedAt = -Infinity;
   return true;
@@ -175,15 +172,16 @@ const mergeDue = () => merging !== null || (stage === true && current.count > 0 
  */
 const mergeBehind = () => stage === true && closing === null && current.count + (merging?.count ?? 0) >= 2 * mergeRows;
 
+/** Copies staged rows into `telemetry` (those already there are skipped by their id), but none of a removed device. */
+const MOVE_STAGED =
+  'INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT r.id, r.device_id, r.msg_id, r.ts, r.data ' +
+  'FROM telemetry_recent r WHERE EXISTS (SELECT 1 FROM devices WHERE id = r.device_id)';
+
 /**
- * Moves one staged row into `telemetry`: not if it is there already, if its device was removed, or
- * if the row left `telemetry_recent` meanwhile (another process removed the device: the CLI).
+ * Moves one staged row into `telemetry`, read from `telemetry_recent` by its id: so not if the row
+ * left the table meanwhile (another process removed the device: the CLI).
  */
-const mergeRow = (r: Staged) =>
-  prepare(
-    'INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT ?, ?, ?, ?, ? ' +
-      'WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?) AND EXISTS (SELECT 1 FROM telemetry_recent WHERE id = ?)',
-  ).run(r.id, r.deviceId, r.msgId, r.ts, r.data, r.deviceId, r.id);
+const mergeRow = (r: Staged) => prepare(`${MOVE_STAGED} AND r.id = ?`).run(r.id);
 
 /** Whether a staged row is still in `telemetry_recent` (another process may have removed its device). */
 const stillStaged = (id: number) => prepare('SELECT 1 FROM telemetry_recent WHERE id = ?').get(id) !== undefined;
@@ -289,7 +287,7 @@ const runSlice = () => {
       if (copy !== undefined && stillStaged(copy)) return;
     }
     if (insert.run(nextId, deviceId, msgId, ts, data, deviceId, deviceId, msgId).changes === 0) return;
-    current.add({ id: nextId++, deviceId, msgId, ts, data });
+    current.add({ id: nextId++, deviceId, msgId });
   };
   const update = prepare('UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
   const until = performance.now() + sliceMs;
@@ -489,11 +487,9 @@ const deferred: Request[] = [];
  */
 const flush = (deviceId: string | undefined) => {
   if (stage !== true) {
-    const from = 'FROM telemetry_recent r WHERE EXISTS (SELECT 1 FROM devices WHERE id = r.device_id)';
-    prepare(
-      `INSERT OR IGNORE INTO telemetry (id, device_id, msg_id, ts, data) SELECT r.id, r.device_id, r.msg_id, r.ts, r.data ${from}` +
-        (deviceId === undefined ? ' ORDER BY r.id' : ' AND r.device_id = ? ORDER BY r.id'),
-    ).run(...(deviceId === undefined ? [] : [deviceId]));
+    prepare(MOVE_STAGED + (deviceId === undefined ? ' ORDER BY r.id' : ' AND r.device_id = ? ORDER BY r.id')).run(
+      ...(deviceId === undefined ? [] : [deviceId]),
+    );
     return;
   }
   if (deviceId !== undefined) {
