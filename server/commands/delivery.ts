@@ -25,8 +25,8 @@ export interface DeliveryEvents {
  * deliver through it.
  */
 export class CommandDelivery extends EventEmitter<DeliveryEvents> {
-  /** Commands this instance wrote to a device and still waits on. */
-  private readonly inFlight = new Set<string>();
+  /** Commands this instance wrote to a device and still waits on, as they were sent. */
+  private readonly inFlight = new Map<string, Command>();
   readonly counters = { sent: 0, acked: 0, failed: 0, timeout: 0, expired: 0, queued: 0 };
 
   constructor(private readonly deps: DeliveryDeps) {
@@ -53,10 +53,16 @@ export class CommandDelivery extends EventEmitter<DeliveryEvents> {
 
   /** Writes a command stored as `sent` to the device's session and tells the watchers. */
   transmit(sent: Command, session: DeviceSession | undefined): void {
-    this.inFlight.add(sent.id);
+    this.inFlight.set(sent.id, sent);
     session?.send(commandMessage(sent));
     this.counters.sent++;
     this.report(sent);
+  }
+
+  /** The command this instance wrote to `deviceId` and still waits on, as it was sent. */
+  awaiting(commandId: string, deviceId: string): Command | undefined {
+    const c = this.inFlight.get(commandId);
+    return c && c.deviceId === deviceId ? c : undefined;
   }
 
   /** The command is final or back in the queue: this instance no longer waits for its ack. */
@@ -76,7 +82,7 @@ export class CommandDelivery extends EventEmitter<DeliveryEvents> {
   /** At shutdown the acks of commands in flight can no longer arrive: they become `timeout`. */
   async close(): Promise<void> {
     const now = Date.now();
-    for (const id of this.inFlight) {
+    for (const id of this.inFlight.keys()) {
       const c = await this.deps.storage
         .updateCommand(id, ['sent'], { status: 'timeout', error: 'server stopped before the device acknowledged', updatedAt: now })
         .catch(() => null);

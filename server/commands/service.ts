@@ -3,13 +3,19 @@ import type { Logger } from 'pino';
 import type { Fabric } from '../cluster/fabric';
 import type { DeviceRegistry } from '../devices/registry';
 import type { Broadcaster } from '../realtime/broadcast';
-import type { Command, CommandStatus, Storage } from '../storage';
+import type { Command, CommandPatch, CommandStatus, Storage } from '../storage';
 import type { CommandDelivery } from './delivery';
 
 export const ACTIONS = ['togglerele', 'changesetting'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 export class NotFoundError extends Error {}
+
+/** An ack that could not be stored is retried this often, this many times (storage briefly unreachable). */
+const ACK_RETRY_MS = 1000;
+const ACK_RETRIES = 60;
+/** How long a stored ack is remembered for the sweeps that began before it (see CommandService.acking). */
+const ACKING_KEEP_MS = 60_000;
 
 export interface CommandOptions {
   ttlMs: number;
@@ -34,6 +40,12 @@ export interface CommandDeps {
  */
 export class CommandService {
   private sweeper: NodeJS.Timeout | null = null;
+  /**
+   * Acks reported before they were stored (see ack): when each one's update was answered
+   * (`performance.now()`; Infinity while it is pending). A sweep that began before that may have
+   * timed the command out in storage first, and must not report it.
+   */
+  private readonly acking = new Map<string, number>();
 
   constructor(
     private readonly deps: CommandDeps,
@@ -115,18 +127,30 @@ export class CommandService {
     return (await storage.getCommand(cmd.id)) ?? cmd;
   }
 
-  /** Records a device's ack. 'unknown' when no command of that device waits for one. */
+  /**
+   * Records a device's ack. 'unknown' when no command of that device waits for one.
+   *
+   * An ack of a command this instance wrote to that device (the usual case) is reported at once,
+   * to the page and to API waits, and stored right after (recordAck): under a busy fleet the
+   * storage round trip waited behind telemetry and cost the click most of its time
+   * (bench/README.md). The status comes from the device, so it is as true before the commit as
+   * after it; a read of the command in the few milliseconds between may still say `sent`.
+   */
   async ack(deviceId: string, commandId: string, ok: boolean, result: unknown): Promise<'ok' | 'unknown'> {
     const { storage, delivery } = this.deps;
     const status: CommandStatus = ok ? 'acked' : 'failed';
+    const patch = { status, result: result ?? null, error: ok ? null : failureText(result), updatedAt: Date.now() };
+    const waiting = delivery.awaiting(commandId, deviceId);
+    if (waiting) {
+      delivery.settled(commandId);
+      this.acking.set(commandId, Infinity);
+      delivery.report({ ...waiting, ...patch });
+      void this.recordAck(commandId, deviceId, patch, 0);
+      return 'ok';
+    }
     // One round trip in the usual case: the update checks the device and the state itself.
     // A late ack after `timeout` still tells the truth: the device did (or refused) it.
-    const updated = await storage.updateCommand(
-      commandId,
-      ['sent', 'timeout'],
-      { status, result: result ?? null, error: ok ? null : failureText(result), updatedAt: Date.now() },
-      deviceId,
-    );
+    const updated = await storage.updateCommand(commandId, ['sent', 'timeout'], patch, deviceId);
     if (!updated) {
       // A repeated ack of a finished command is fine; anything else names no command waiting here.
       const cmd = await storage.getCommand(commandId);
@@ -137,19 +161,44 @@ export class CommandService {
     return 'ok';
   }
 
+  /**
+   * Stores an ack that was already reported. From `sent` or `timeout`: a sweep may have timed the
+   * command out in storage meanwhile (its report is skipped, see sweep). Retried while storage
+   * is unreachable, so that the row ends as the page showed it.
+   */
+  private async recordAck(commandId: string, deviceId: string, patch: CommandPatch, attempt: number): Promise<void> {
+    const { storage, log } = this.deps;
+    try {
+      await storage.updateCommand(commandId, ['sent', 'timeout'], patch, deviceId);
+    } catch (err) {
+      if (attempt < ACK_RETRIES) {
+        if (attempt === 0) log.warn({ err, command: commandId }, 'could not store an ack; retrying');
+        setTimeout(() => void this.recordAck(commandId, deviceId, patch, attempt + 1), ACK_RETRY_MS).unref();
+        return;
+      }
+      log.error({ err, command: commandId }, 'could not store an ack; the command stays sent in storage');
+    }
+    this.acking.set(commandId, performance.now());
+  }
+
   /** Moves expired and timed-out commands on. Runs every second on every instance. */
   async sweep(): Promise<void> {
     const { storage, delivery, log } = this.deps;
+    const started = performance.now();
     try {
       const now = Date.now();
       for (const c of await storage.expireQueued(now)) delivery.report(c);
       for (const c of await storage.timeoutSent(now - this.opts.timeoutMs, now)) {
         delivery.settled(c.id);
+        // Acked here before this sweep could see it stored: the page has the ack, and the ack's
+        // update (from `timeout` too) follows this one in storage.
+        if (started < (this.acking.get(c.id) ?? -Infinity)) continue;
         delivery.report(c);
       }
     } catch (err) {
       log.warn({ err }, 'command sweep failed; will retry');
     }
+    for (const [id, storedAt] of this.acking) if (storedAt < started - ACKING_KEEP_MS) this.acking.delete(id);
   }
 
   /** Stops the sweeper; commands still in flight become `timeout` (CommandDelivery.close). */

@@ -1,4 +1,6 @@
 /** Commands from the dashboard to a device: docs/protocol.md ("Commands"). */
+import type { CommandPatch, CommandStatus } from '../../server/storage';
+import { until } from '../support/child';
 import { RawDevice } from '../support/device';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, nextEvent, startServer } from '../support/server';
 
@@ -27,7 +29,8 @@ describe('Send Action to Node', () => {
     device.send({ type: 'ack', id: cmd.id, ok: true, result: { relay: true } });
     const status = await acked;
     expect(status).toMatchObject({ id: res.command.id, status: 'acked', result: { relay: true } });
-    expect((await db(server).getCommand(res.command.id))!.status).toBe('acked');
+    // The page hears the ack first; the row follows within moments (see 'the ack leaves at once').
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'acked', 3000, 'the stored ack');
     socket.close();
     device.close();
   });
@@ -114,5 +117,86 @@ describe('Send Action to Node', () => {
     expect(await emitAck(socket, 'command:send', { deviceId: 'nope', action: 'togglerele' })).toEqual({ ok: false, error: 'not_found' });
     expect(await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'changesetting' })).toEqual({ ok: false, error: 'bad_request' });
     socket.close();
+  });
+});
+
+/**
+ * Holds the server's ack updates (the storage call that records `acked` or `failed`) until
+ * released; with `failures`, the first that many are refused as if storage were unreachable.
+ * Everything else goes to the real storage.
+ */
+function gateAckUpdates(server: Awaited<ReturnType<typeof startServer>>, failures = 0) {
+  const storage = server.app.storage;
+  const real = storage.updateCommand.bind(storage);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let calls = 0;
+  storage.updateCommand = async (id: string, from: readonly CommandStatus[], patch: CommandPatch, deviceId?: string) => {
+    if (patch.status !== 'acked' && patch.status !== 'failed') return real(id, from, patch, deviceId);
+    calls++;
+    if (calls <= failures) throw new Error('storage unreachable (test)');
+    await gate;
+    return real(id, from, patch, deviceId);
+  };
+  return { release, calls: () => calls };
+}
+
+describe('the ack leaves at once', () => {
+  test('when the device acks, then the page sees acked before the ack is stored, and the row says acked right after', async () => {
+    const { server, socket, token } = await setup();
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const gate = gateAckUpdates(server);
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    const acked = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'acked');
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    device.send({ type: 'ack', id: cmd.id, ok: true, result: { relay: true } });
+    expect(await acked).toMatchObject({ status: 'acked', result: { relay: true } });
+    expect((await db(server).getCommand(res.command.id))!.status).toBe('sent');
+    gate.release();
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'acked', 3000, 'the stored ack');
+    expect(await db(server).getCommand(res.command.id)).toMatchObject({ status: 'acked', result: { relay: true }, error: null });
+    // The device was told nothing but the command: no error for its ack.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(device.received.filter((m) => m.type === 'error')).toEqual([]);
+    socket.close();
+    device.close();
+  });
+
+  test('when the timeout sweep reaches the command while its ack is being stored, then the page never shows timeout and the row ends as the device said', async () => {
+    const { server, socket, token } = await setup({ commandTimeoutS: 1 });
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const gate = gateAckUpdates(server);
+    const seen: string[] = [];
+    socket.on('command:status', (c: { status: string }) => seen.push(c.status));
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    device.send({ type: 'ack', id: cmd.id, ok: false, result: { error: 'relay stuck' } });
+    await until(() => seen.includes('failed'), 3000, 'the failed status');
+    // The sweep times the command out in storage (its ack is not stored yet) and must not say so.
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'timeout', 5000, 'the sweep');
+    await new Promise((r) => setTimeout(r, 300));
+    gate.release();
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'failed', 3000, 'the stored ack');
+    expect(await db(server).getCommand(res.command.id)).toMatchObject({ status: 'failed', error: 'relay stuck' });
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(seen.filter((s) => s !== 'queued' && s !== 'sent')).toEqual(['failed']);
+    socket.close();
+    device.close();
+  });
+
+  test('when storage refuses the ack at first, then it is stored once storage answers again', async () => {
+    const { server, socket, token } = await setup();
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const gate = gateAckUpdates(server, 2);
+    gate.release();
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    const acked = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'acked');
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    device.send({ type: 'ack', id: cmd.id, ok: true });
+    await acked;
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'acked', 6000, 'the ack stored on the third try');
+    expect(gate.calls()).toBe(3);
+    socket.close();
+    device.close();
   });
 });
