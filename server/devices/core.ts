@@ -228,14 +228,17 @@ export class DeviceCore implements SessionServices, LiveDevices {
     const deviceId = session.deviceId!;
     const ts = Date.now();
     this.counters.lines++;
-    if (done) this.deps.writer.add({ deviceId, msgId, ts, data }, done);
-    else if (msgId === null) this.deps.writer.add({ deviceId, msgId, ts, data });
+    // Made once, for storage and for the dashboards' packet.
+    const json = JSON.stringify(data);
+    const row = { deviceId, msgId, ts, data, json };
+    if (done) this.deps.writer.add(row, done);
+    else if (msgId === null) this.deps.writer.add(row);
     else {
-      this.deps.writer.add({ deviceId, msgId, ts, data }, (err) => {
+      this.deps.writer.add(row, (err) => {
         if (!err) session.sendLater(stored(msgId));
       });
     }
-    this.deps.broadcast.telemetry(deviceId, ts, data);
+    this.deps.broadcast.telemetry(deviceId, ts, data, json);
   }
 
   ack(session: DeviceSession, commandId: string, ok: boolean, result: unknown): void {

@@ -13,6 +13,7 @@ import {
   SocketData,
   wantsBatchedTelemetry,
 } from './events';
+import { fleetReading } from './parser';
 import { drained, dropSocket, pendingBytes } from './queue';
 
 export type IO = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
@@ -154,9 +155,10 @@ export class Broadcaster {
    * A reading for the fleet. It leaves at the end of this event-loop turn with the others of the
    * turn: batching sockets get them as one `fleet:telemetry` packet (one WebSocket frame per
    * socket per turn instead of one per reading), other sockets one `device:telemetry` each.
+   * `dataJson`: `data` as JSON text, when the caller has it (the packet is then made from it: parser.ts).
    */
-  telemetry(deviceId: string, ts: number, data: Record<string, unknown>): void {
-    this.batch.push({ deviceId, ts, data });
+  telemetry(deviceId: string, ts: number, data: Record<string, unknown>, dataJson?: string): void {
+    this.batch.push(fleetReading(deviceId, ts, data, dataJson));
     if (this.batch.length >= FLEET_BATCH_MAX) this.flushTelemetry();
     else if (!this.flushQueued) {
       // The first reading after a quiet spell leaves at the end of this turn; under load readings

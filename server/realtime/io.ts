@@ -13,6 +13,7 @@ import type { Broadcaster, IO } from './broadcast';
 import { rooms } from './events';
 import { AppSocket, Forbidden, Handler, Handlers } from './handlers';
 import { dropSocket, queuedBytes, queuedPackets } from './queue';
+import { socketParser } from './parser';
 
 type SessionRequest = IncomingMessage & { session?: session.Session & Partial<session.SessionData>; sessionID?: string; _query?: Record<string, string> };
 
@@ -60,6 +61,7 @@ export function createIO(http: HttpServer, config: Config, adapter?: ServerOptio
     // Devices' WebSockets share the HTTP server; their transport answers upgrades that are not Socket.IO's.
     destroyUpgrade: false,
     pingInterval: 20_000,
+    parser: socketParser,
     ...(adapter ? { adapter } : {}),
     allowRequest: (req, cb) => {
       const ok = originAllowed(req, config);

@@ -44,13 +44,13 @@ export class PostgresStorage extends KyselyStorage {
       await sql`
         INSERT INTO telemetry (device_id, msg_id, ts, data)
         SELECT v.* FROM unnest(${rows.map((r) => r.deviceId)}::text[], ${rows.map((r) => r.msgId)}::text[],
-                               ${rows.map((r) => r.ts)}::bigint[], ${rows.map((r) => JSON.stringify(r.data))}::text[]) AS v(device_id, msg_id, ts, data)
+                               ${rows.map((r) => r.ts)}::bigint[], ${rows.map((r) => r.json ?? JSON.stringify(r.data))}::text[]) AS v(device_id, msg_id, ts, data)
         WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = v.device_id)
         ON CONFLICT (device_id, msg_id) DO NOTHING`.execute(tx);
       await sql`
         UPDATE devices d SET latest = v.data, latest_at = v.ts, last_seen = greatest(coalesce(d.last_seen, 0), v.ts)
         FROM unnest(${latest.map((r) => r.deviceId)}::text[], ${latest.map((r) => r.ts)}::bigint[],
-                    ${latest.map((r) => JSON.stringify(r.data))}::text[]) AS v(id, ts, data)
+                    ${latest.map((r) => r.json ?? JSON.stringify(r.data))}::text[]) AS v(id, ts, data)
         WHERE d.id = v.id`.execute(tx);
     });
   }

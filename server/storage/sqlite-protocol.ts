@@ -12,6 +12,8 @@ export interface ThreadTelemetryRow {
   msgId: string | null;
   ts: number;
   data: Record<string, unknown>;
+  /** `data` as JSON text, when the caller already made it. */
+  json?: string;
 }
 
 /**

@@ -142,7 +142,7 @@ export class SqliteThread {
       batch[k++] = r.deviceId;
       batch[k++] = r.msgId;
       batch[k++] = r.ts;
-      batch[k++] = JSON.stringify(r.data);
+      batch[k++] = r.json ?? JSON.stringify(r.data);
     }
     return this.request({ op: 'telemetry', rows: batch });
   }

@@ -30,6 +30,8 @@ export interface TelemetryRow {
   msgId: string | null;
   ts: number;
   data: Record<string, unknown>;
+  /** `data` as JSON text, when the caller already made it (else storage makes it). */
+  json?: string;
 }
 
 export interface TelemetryPoint {
