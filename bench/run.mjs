@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { buildDeviceClient, ROOT } from './lib/build.mjs';
+import { buildDeviceClient, buildOpengen, ROOT } from './lib/build.mjs';
 import { freePort, logTail, ProcWatch, procSample, sleep, startProcess, stopProcess, waitForPort, Worker, killAll } from './lib/proc.mjs';
 import { Histogram, round } from './lib/stats.mjs';
 import { provision as provisionIn, startSockpit as startServer } from './lib/sockpit.mjs';
@@ -29,6 +29,10 @@ const NO_TLS = args.includes('--no-tls');
 const PEERS = args.includes('--peers=none') ? false : true;
 const NO_MAX = args.includes('--no-max');
 const NO_COMMANDS = args.includes('--no-commands');
+/** `--generator=node`: the open loop's TCP targets get the Node generator instead of the C one. */
+const NODE_GENERATOR = args.includes('--generator=node');
+/** Whether the C generator is built and used (set at the start of the run). */
+let OPENGEN = false;
 const SERVER_ENV = Object.fromEntries(args.filter((a) => a.startsWith('--server-env=')).map((a) => a.slice(13).split('=')));
 
 const MOSQUITTO = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto';
@@ -249,10 +253,13 @@ const sum = (xs) => xs.reduce((a, b) => a + b, 0);
  * Load generator processes for one target, connected and ready. `extra` goes into each worker's
  * config (bench/workers/devices.mjs: transport, wsUrl, tls).
  */
-async function startGenerators(label, target, port, devices, workers, extra = {}) {
+async function startGenerators(label, target, port, devices, workers, extra = {}, { c = false } = {}) {
   const tag = `b${Date.now().toString(36)}`;
-  const gens = split(devices, workers).map((ds, i) => new Worker(`${label}-gen${i}`, path.join(ROOT, 'bench/workers/devices.mjs'), { target, port, devices: ds, tag, localAddresses: [], ...extra }, { logDir }));
+  const script = path.join(ROOT, 'bench/workers', c ? 'cgen.mjs' : 'devices.mjs');
+  const gens = split(devices, workers).map((ds, i) => new Worker(`${label}-gen${i}`, script, { target, port, devices: ds, tag, localAddresses: [], ...extra }, { logDir }));
   const r = await Promise.all(gens.map((g) => g.call('connect', {}, 180_000)));
+  // The C generator's own process, for its CPU (cgen.mjs only relays requests to it).
+  r.forEach((x, i) => (gens[i].extraPids = x.pids ?? []));
   const ready = sum(r.map((x) => x.ready));
   if (ready < devices.length) throw new Error(`${label}: only ${ready}/${devices.length} devices connected: ${JSON.stringify(r.map((x) => x.failures))}`);
   return gens;
@@ -311,7 +318,7 @@ async function measureOpen(t, rate) {
   const epoch = clicker ? await clicker.call('clicksStart', { deviceIds: t.clickIds, everyMs: P.clickEveryMs }) : null;
   const rows0 = t.db?.maxId();
   const watch = new ProcWatch([t.pid]);
-  const genWatch = new ProcWatch(t.gens.map((g) => g.pid));
+  const genWatch = new ProcWatch(t.gens.flatMap((g) => [g.pid, ...(g.extraPids ?? [])]));
   const sinkWatch = new ProcWatch(t.sinks.map((s) => s.pid));
   const t0 = performance.now();
   await sleep(P.openWindowMs);
@@ -433,7 +440,7 @@ function nearestStep(steps, name, rate) {
 
 async function openLoopScenario() {
   const n = P.openDevices;
-  log(`open loop: ${n} devices per target (${TRANSPORTS.join(', ')}), one reading per write, offered ${P.openRates.join(', ')}/s; sockpit, mosquitto and the bare relay`);
+  log(`open loop: ${n} devices per target (${TRANSPORTS.join(', ')}), one reading per write, offered ${P.openRates.join(', ')}/s; sockpit, mosquitto and the bare relay; ${OPENGEN ? 'C' : 'Node'} generator for TCP`);
   const dataDir = path.join(runDir, 'open-data');
   const sets = {};
   let users = null;
@@ -464,7 +471,7 @@ async function openLoopScenario() {
       const name = OPEN_NAMES[tr];
       const extra = tr === 'ws' ? { transport: 'ws', wsUrl: server.wsUrl } : { transport: tr };
       const port = tr === 'mqtt' ? server.mqttPort : server.devicePort;
-      const gens = await startGenerators(`open-${name}`, 'sockpit', port, sets[tr], P.genWorkers, extra);
+      const gens = await startGenerators(`open-${name}`, 'sockpit', port, sets[tr], P.genWorkers, extra, { c: tr === 'tcp' && OPENGEN });
       all.push(...gens);
       ours[tr] = { name, pid: server.pid, db, sinks: [dashboard], gens, clickIds: sets[tr].map((d) => d.id) };
     }
@@ -478,7 +485,7 @@ async function openLoopScenario() {
       mosquitto.sinks = [new Worker('open-mosquitto-subscriber', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'mqtt', port: mosq.port }, { logDir })];
       all.push(...mosquitto.sinks);
       await mosquitto.sinks[0].call('connect');
-      mosquitto.gens = await startGenerators('open-mosquitto', 'mqtt', mosq.port, tcpSet, P.genWorkers);
+      mosquitto.gens = await startGenerators('open-mosquitto', 'mqtt', mosq.port, tcpSet, P.genWorkers, {}, { c: OPENGEN });
       all.push(...mosquitto.gens);
     }
     const relay = PEERS ? await startRelay() : null;
@@ -489,7 +496,7 @@ async function openLoopScenario() {
       bare.sinks = [new Worker('open-relay-subscriber', path.join(ROOT, 'bench/workers/sink.mjs'), { target: 'relay', port: relay.subPort }, { logDir })];
       all.push(...bare.sinks);
       await bare.sinks[0].call('connect');
-      bare.gens = await startGenerators('open-relay', 'relay', relay.devicePort, tcpSet, P.genWorkers);
+      bare.gens = await startGenerators('open-relay', 'relay', relay.devicePort, tcpSet, P.genWorkers, {}, { c: OPENGEN });
       all.push(...bare.gens);
     } else peers.bare_relay = { not_run: 'skipped (--peers=none)' };
     const targets = [ours.tcp, mosquitto, bare, ours.ws, ours.mqtt].filter(Boolean);
@@ -522,7 +529,7 @@ async function openLoopScenario() {
       steps.push(step);
     }
 
-    const conditions = `open loop: ${n} devices per target, ${P.genWorkers} generator processes, each device writing one reading per write (a line, a WebSocket text frame or an MQTT PUBLISH) whenever its reading is due (device k of N at k/rate + j·N/rate), every reading {"type":"telemetry","id","data":{t,seq,temp,hum}} (~100 B JSON; base64 on lines and frames), TCP devices from ${P.openAddresses} source addresses 127.0.0.2…; sockpit: reliable telemetry counted by its stored answers (MQTT: QoS 1, PUBACK) and rows, one logged-in dashboard with batched fleet telemetry, and a Send Action to Node (command:send togglerele) every ${P.clickEveryMs} ms to the loaded devices in turn, click→acked = command:send emitted → command:status "acked" on the same socket; Mosquitto: QoS 0 to d/<id>/t, one subscriber on d/+/t, no clicks; bare relay: lines to one subscriber. Per step ${P.openWarmupMs / 1000} s warm-up, ${P.openWindowMs / 1000} s window (rates, latency, CPU), then the load stops and everything sent in the step must arrive (and for sockpit be stored and answered) before the next; CPU per reading = server process CPU (all threads, /proc) in the window ÷ rows stored in it (peers: readings delivered)`;
+    const conditions = `open loop: ${n} devices per target, ${P.genWorkers} generator processes (${OPENGEN ? 'TCP targets: the C generator, bench/gen/opengen.c; WebSocket and MQTT devices: the Node one' : 'the Node generator, bench/workers/devices.mjs'}), each device writing one reading per write (a line, a WebSocket text frame or an MQTT PUBLISH) whenever its reading is due (device k of N at k/rate + j·N/rate), every reading {"type":"telemetry","id","data":{t,seq,temp,hum}} (~100 B JSON; base64 on lines and frames), TCP devices from ${P.openAddresses} source addresses 127.0.0.2…; sockpit: reliable telemetry counted by its stored answers (MQTT: QoS 1, PUBACK) and rows, one logged-in dashboard with batched fleet telemetry, and a Send Action to Node (command:send togglerele) every ${P.clickEveryMs} ms to the loaded devices in turn, click→acked = command:send emitted → command:status "acked" on the same socket; Mosquitto: QoS 0 to d/<id>/t, one subscriber on d/+/t, no clicks; bare relay: lines to one subscriber. Per step ${P.openWarmupMs / 1000} s warm-up, ${P.openWindowMs / 1000} s window (rates, latency, CPU), then the load stops and everything sent in the step must arrive (and for sockpit be stored and answered) before the next; CPU per reading = server process CPU (all threads, /proc) in the window ÷ rows stored in it (peers: readings delivered)`;
     const sustained = { conditions: `highest offered rate at which every reading sent in the step reached the receiver (sockpit: the dashboard, and it was stored as a row and answered stored; over MQTT PUBACKed), the generator sent ≥ ${SUSTAINED.min_sent_fraction * 100} % of the offered rate and skipped none, the receiver's p99 ≤ ${SUSTAINED.p99_ms} ms and, for sockpit, every click of the window was acked with click→acked p99 ≤ ${SUSTAINED.click_p99_ms} ms; steps ${P.openRates.join(', ')}/s. ${conditions}` };
     for (const t of targets) sustained[t.name] = sustainedOf(steps, t.name);
     for (const [k, v] of Object.entries(peers)) sustained[k] ??= v;
@@ -532,7 +539,7 @@ async function openLoopScenario() {
     if (sustained.ratio_vs_mosquitto !== null && sustained.mosquitto.at_least) sustained.ratio_note = `Mosquitto passed every step offered (${mq}/s): the ratio is an upper bound`;
     const at = nearestStep(steps, 'sockpit', TARGETS.at_offered_per_s);
     const atPeer = (name) => nearestStep(steps, name, TARGETS.at_offered_per_s)?.cpu_us_per_reading ?? null;
-    results.open_loop = { conditions, steps };
+    results.open_loop = { conditions, generator: OPENGEN ? 'c' : 'node', steps };
     results.sustained = sustained;
     results.cpu_us_per_reading = at?.cpu_us_per_reading ?? null;
     results.cpu_per_reading = {
@@ -577,7 +584,7 @@ async function measure(t, load) {
   await Promise.all([genStats(t.gens, true), sinkWindow(t.sinks, true)]);
   const rows0 = t.db?.maxId();
   const watch = new ProcWatch([t.pid]);
-  const genWatch = new ProcWatch(t.gens.map((g) => g.pid));
+  const genWatch = new ProcWatch(t.gens.flatMap((g) => [g.pid, ...(g.extraPids ?? [])]));
   const sinkWatch = new ProcWatch(t.sinks.map((s) => s.pid));
   const t0 = performance.now();
   await sleep(P.windowMs);
@@ -1099,6 +1106,7 @@ async function main() {
   log(`run dir ${runDir}${QUICK ? ' (quick)' : ''}`);
   if (!fs.existsSync(path.join(ROOT, 'dist/main.js'))) throw new Error('dist/main.js is missing: run `npm run bench` (it builds first) or `npm run build`');
   await buildDeviceClient(); // for the device workers (bench/workers/devices.mjs)
+  OPENGEN = NODE_GENERATOR ? false : Boolean(buildOpengen()); // the open loop's TCP generator (bench/workers/cgen.mjs)
   const scenarios = [
     ['open', openLoopScenario],
     ['ingest', ingestScenario],

@@ -65,3 +65,23 @@ export function ensureBuilt() {
   if (fs.existsSync(entry) && fs.statSync(entry).mtimeMs >= newestMtime(path.join(ROOT, 'server'))) return;
   execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs')], { cwd: ROOT, stdio: 'ignore' });
 }
+
+/** The open loop's C load generator (bench/gen/opengen.c), built by buildOpengen. */
+export const OPENGEN_BIN = path.join(ROOT, 'dist', 'opengen');
+
+/**
+ * Builds the C generator with the system's C compiler; null (and the Node generator is used)
+ * when there is none or the build fails.
+ */
+export function buildOpengen() {
+  const src = path.join(ROOT, 'bench', 'gen', 'opengen.c');
+  try {
+    if (fs.existsSync(OPENGEN_BIN) && fs.statSync(OPENGEN_BIN).mtimeMs >= fs.statSync(src).mtimeMs) return OPENGEN_BIN;
+    fs.mkdirSync(path.dirname(OPENGEN_BIN), { recursive: true });
+    execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-o', OPENGEN_BIN, src], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return OPENGEN_BIN;
+  } catch (err) {
+    console.error(`[bench] the C generator did not build (${String(err.stderr ?? err.message).trim().split('\n')[0]}); using the Node one`);
+    return null;
+  }
+}
