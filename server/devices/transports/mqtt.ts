@@ -17,6 +17,27 @@ export const topics = {
   commands: (id: string) => `sockpit/${id}/commands`,
 };
 
+/** A device's own publishing topics: what is published there is consumed in authorizePublish. */
+const DEVICE_PUBLISH_TOPIC = /^sockpit\/[^/]+\/(?:telemetry|ack)$/;
+
+type PublishWithClient = (packet: Parameters<Aedes['publish']>[0], client: Client | null, done: (err?: Error | null) => void) => void;
+
+/**
+ * A device's telemetry and acks are used where they are authorized (authorizePublish) and end
+ * with their PUBACK. Nobody may subscribe to those topics (authorizeSubscribe), yet aedes went on
+ * to route each one: a look-up of subscriptions for offline delivery, its emitter, the `publish`
+ * event, and a retained copy kept for ever when the device set the flag. Under load that found
+ * no one and cost about a third of the main thread (bench/README.md), so for those topics
+ * aedes's publish step does nothing. Everything else (commands, $SYS, wills elsewhere) is routed.
+ */
+function consumeDevicePublishes(broker: Aedes): void {
+  const publish = broker.publish.bind(broker) as unknown as PublishWithClient;
+  (broker as unknown as { publish: PublishWithClient }).publish = (packet, client, done) => {
+    if (client && typeof done === 'function' && DEVICE_PUBLISH_TOPIC.test(packet.topic)) return done(null);
+    return publish(packet, client, done);
+  };
+}
+
 /** aedes's clients can stop and resume reading (it does so itself while authenticating). */
 type PausableClient = Client & { pause(): void; resume(): void };
 /** aedes's clients keep their active subscriptions by topic. */
@@ -205,6 +226,7 @@ export class MqttTransport {
         else cb(null, null);
       },
     });
+    consumeDevicePublishes(broker);
     transport = new MqttTransport(core, mlog, broker, opts);
     return transport;
   }
