@@ -38,6 +38,14 @@ function consumeDevicePublishes(broker: Aedes): void {
   };
 }
 
+/** A QoS 1 PUBLISH whose PUBACK waits until it is handled. */
+interface PendingPuback {
+  messageId: number;
+  ready: boolean;
+}
+
+type PublishPacket = Parameters<NonNullable<ConstructorParameters<typeof Aedes>[0]>['authorizePublish'] & {}>[1];
+
 /** aedes's clients can stop and resume reading (it does so itself while authenticating). */
 type PausableClient = Client & { pause(): void; resume(): void };
 /** aedes's clients keep their active subscriptions by topic. */
@@ -103,6 +111,8 @@ class MqttLink implements DeviceLink {
   private subscribed = false;
   private held: CommandMessage[] = [];
   private stalledAt = 0;
+  private readonly pubacks: PendingPuback[] = [];
+  private pubackFlush: NodeJS.Immediate | null = null;
 
   constructor(
     readonly client: Client,
@@ -136,6 +146,40 @@ class MqttLink implements DeviceLink {
 
   sendBatch(messages: ServerMessage[], encoding: Encoding): void {
     for (const m of messages) this.send(m, encoding);
+  }
+
+  /** A QoS 1 PUBLISH whose PUBACK this link sends (see MqttTransport.authorizePublish); in arrival order. */
+  expectPuback(messageId: number): PendingPuback {
+    const p = { messageId, ready: false };
+    this.pubacks.push(p);
+    return p;
+  }
+
+  /**
+   * The PUBLISH is handled: its PUBACK leaves once those of the PUBLISHes before it have (MQTT
+   * sends them in order), together with the others that became ready in this turn of the event
+   * loop (a commit answers many readings at once), in one write.
+   */
+  pubackWhenReady(p: PendingPuback): void {
+    p.ready = true;
+    if (!this.pubackFlush) this.pubackFlush = setImmediate(() => this.flushPubacks());
+  }
+
+  private flushPubacks(): void {
+    this.pubackFlush = null;
+    let n = 0;
+    while (n < this.pubacks.length && this.pubacks[n]!.ready) n++;
+    if (n === 0 || this.client.closed) return;
+    const out = Buffer.allocUnsafe(4 * n);
+    for (let k = 0; k < n; k++) {
+      const id = this.pubacks[k]!.messageId;
+      out[4 * k] = 0x40; // PUBACK
+      out[4 * k + 1] = 2;
+      out[4 * k + 2] = id >> 8;
+      out[4 * k + 3] = id & 0xff;
+    }
+    this.pubacks.splice(0, n);
+    (this.client.conn as net.Socket).write(out);
   }
 
   /** The device subscribed to its commands topic: what waited for it goes out now. */
@@ -218,7 +262,7 @@ export class MqttTransport {
       connectTimeout: CONNECT_TIMEOUT_MS,
       drainTimeout: opts.drainTimeoutMs,
       authenticate: (client, username, password, cb) => void transport!.authenticate(client, username, password, cb),
-      authorizePublish: (client, packet, cb) => transport!.authorizePublish(client, packet.topic, packet.payload, cb),
+      authorizePublish: (client, packet, cb) => transport!.authorizePublish(client, packet, cb),
       authorizeSubscribe: (client, sub, cb) => {
         // By identity, not link: a persistent session's subscriptions are restored before the link exists.
         const id = transport!.identities.get(client)?.deviceId;
@@ -302,12 +346,34 @@ export class MqttTransport {
   }
 
   /** Every PUBLISH: only a device's own topics, and the answer (PUBACK) once the core is done with it. */
-  private authorizePublish(client: Client | null, topic: string, payload: Buffer | string, cb: (err?: Error | null) => void): void {
+  /**
+   * A device's PUBLISH, handed to its session. What the session refuses at once goes back to aedes
+   * as an error (it closes the connection: MQTT 3.1.1 has no error reply). Anything else is let
+   * through at once, so that aedes reads the device's next packets while this one is being
+   * stored: it handles a connection's packets a read at a time, and waiting for the commit here
+   * held every MQTT device's reading for up to a commit (bench/README.md). The PUBACK of a QoS 1
+   * PUBLISH is then the link's to send (pubackWhenReady), once the session is done with it (a
+   * reading: committed), so aedes is told QoS 0 and sends none.
+   */
+  private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
     const link = client ? this.links.get(client) : undefined;
     const session = link?.session;
     if (!link || !session) return cb(new Error('not connected'));
+    const { topic, payload } = packet;
     const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
-    const done: Done = (err) => cb(err);
+    const puback = packet.qos === 1 && packet.messageId !== undefined ? link.expectPuback(packet.messageId) : null;
+    let sync = true;
+    let refused = false;
+    let answered = false;
+    const done: Done = (err) => {
+      if (answered) return;
+      answered = true;
+      if (err) {
+        refused = true;
+        if (sync) cb(err);
+        else link.end(err.message); // refused later (the server is stopping): no PUBACK, the connection ends
+      } else if (puback) link.pubackWhenReady(puback);
+    };
     if (body.length > MAX_LINE_BYTES) {
       session.reject('line_too_long', `messages are limited to ${MAX_LINE_BYTES} bytes`, done);
     } else if (topic === topics.telemetry(link.deviceId)) {
@@ -317,6 +383,11 @@ export class MqttTransport {
     } else {
       session.reject('protocol', `publishing to "${topic.slice(0, 100)}" is not allowed; use ${topics.telemetry(link.deviceId)} or ${topics.ack(link.deviceId)}`, done);
     }
+    sync = false;
+    if (refused) return;
+    if (puback) packet.qos = 0;
+    cb(null);
   }
+
 }
 

@@ -152,6 +152,42 @@ describe('MQTT devices, with the mqtt client', () => {
     raw.close();
   });
 
+  test('when QoS 1 readings come while the earlier ones wait for their commit, then the device is read on, the page sees them live, and the PUBACKs come after the commit in the order of the PUBLISHes, an ack among them included', async () => {
+    const { server, socket } = await withDashboard();
+    const { token } = await addDevice(server, 'mq-order');
+    const { raw } = await RawMqtt.connect(server.mqttPort, { id: 'mq-order', token });
+    const storage = server.app.storage;
+    const insert = storage.insertTelemetry.bind(storage);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    storage.insertTelemetry = async (rows: TelemetryRow[]) => {
+      await gate;
+      await insert(rows);
+    };
+    const live: number[] = [];
+    socket.on('device:telemetry', (r: { deviceId: string; data: { n: number } }) => {
+      if (r.deviceId === 'mq-order') live.push(r.data.n);
+    });
+    try {
+    const first = raw.publish(topics.telemetry('mq-order'), JSON.stringify({ type: 'telemetry', id: 'o-1', data: { n: 1 } }), 1);
+    await until(() => live.length === 1, 3000, 'the first reading on the page');
+    // The first is not committed yet; the next PUBLISHes are still read and shown at once.
+    const second = raw.publish(topics.telemetry('mq-order'), JSON.stringify({ type: 'telemetry', id: 'o-2', data: { n: 2 } }), 1);
+    const ack = raw.publish(topics.ack('mq-order'), JSON.stringify({ id: 'no-such-command', ok: true }), 1);
+    await until(() => live.length === 2, 3000, 'the second reading on the page while the first waits for its commit');
+    await sleep(300);
+    expect(raw.packets.filter((p) => p.cmd === 'puback')).toEqual([]);
+    release();
+    await until(() => raw.packets.filter((p) => p.cmd === 'puback').length === 3, 5000, 'three PUBACKs');
+    expect(raw.packets.filter((p) => p.cmd === 'puback').map((p) => p.messageId)).toEqual([first, second, ack]);
+    expect(await db(server).countTelemetry('mq-order')).toBe(2);
+    expect(raw.closed).toBe(false);
+    } finally {
+      release(); // also when it failed: the server's close waits for the held commit
+      raw.close();
+    }
+  });
+
   test('when readings come with QoS 0, then they are stored as they came, like plain lines', async () => {
     const server = await startServer();
     const { token } = await addDevice(server, 'mq-qos0');
