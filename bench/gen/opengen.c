@@ -67,10 +67,32 @@ static struct {
 } ctr;
 static uint64_t totalSent = 0, totalStored = 0;
 static double countingSince = 0;
-#define MAX_ERR 16
-static char errCode[MAX_ERR][32];
-static uint64_t errN[MAX_ERR];
-static int nerr = 0;
+// A few names with counts: server error codes, and why connections failed.
+#define TALLY_MAX 16
+typedef struct {
+  char name[TALLY_MAX][40];
+  uint64_t n[TALLY_MAX];
+  int len;
+} Tally;
+static Tally errors, whys;
+
+static void tally(Tally *t, const char *name) {
+  for (int i = 0; i < t->len; i++)
+    if (!strcmp(t->name[i], name)) {
+      t->n[i]++;
+      return;
+    }
+  if (t->len < TALLY_MAX) {
+    snprintf(t->name[t->len], sizeof t->name[0], "%s", name);
+    t->n[t->len++] = 1;
+  }
+}
+
+/** Prints "name<sep>n,name<sep>n" or "-". */
+static void printTally(const Tally *t, char sep) {
+  if (!t->len) printf("-");
+  for (int i = 0; i < t->len; i++) printf("%s%s%c%llu", i ? "," : "", t->name[i], sep, (unsigned long long)t->n[i]);
+}
 
 static double nowMs(void) {
   struct timespec ts;
@@ -261,33 +283,6 @@ static double connectStart = 0, connectDeadline = 0;
 static int connectConcurrency = 200, connectActive = 0;
 static double *connectMs = NULL;
 static int nConnectMs = 0;
-#define MAX_WHY 16
-static char whyName[MAX_WHY][40];
-static int whyN[MAX_WHY], nwhy = 0;
-
-static void countWhy(const char *why) {
-  for (int i = 0; i < nwhy; i++)
-    if (!strcmp(whyName[i], why)) {
-      whyN[i]++;
-      return;
-    }
-  if (nwhy < MAX_WHY) {
-    snprintf(whyName[nwhy], sizeof whyName[0], "%s", why);
-    whyN[nwhy++] = 1;
-  }
-}
-
-static void countErr(const char *code) {
-  for (int i = 0; i < nerr; i++)
-    if (!strcmp(errCode[i], code)) {
-      errN[i]++;
-      return;
-    }
-  if (nerr < MAX_ERR) {
-    snprintf(errCode[nerr], sizeof errCode[0], "%s", code);
-    errN[nerr++] = 1;
-  }
-}
 
 static void finishConnect(Dev *d, int ok, const char *why) {
   if (d->t0 == 0) return;  // not part of a connect call (or already finished)
@@ -298,7 +293,7 @@ static void finishConnect(Dev *d, int ok, const char *why) {
   if (ok)
     connectReady++;
   else {
-    countWhy(why);
+    tally(&whys, why);
     closeDev(d, 0);
   }
 }
@@ -348,8 +343,7 @@ static void checkConnectDone(void) {
   qsort(connectMs, nConnectMs, sizeof(double), cmpd);
   double p99 = nConnectMs ? connectMs[(int)(nConnectMs * 0.99) < nConnectMs ? (int)(nConnectMs * 0.99) : nConnectMs - 1] : 0;
   printf("connected %d %.1f %.1f ", connectReady, nowMs() - connectStart, p99);
-  if (!nwhy) printf("-");
-  for (int i = 0; i < nwhy; i++) printf("%s%s=%d", i ? "," : "", whyName[i], whyN[i]);
+  printTally(&whys, '=');
   printf("\n");
   fflush(stdout);
 }
@@ -389,7 +383,7 @@ static void onLine(Dev *d, char *line, size_t len) {
         code[e - p] = 0;
       }
     }
-    countErr(code);
+    tally(&errors, code);
     if (d->state == S_HELLO) {
       char why[48];
       snprintf(why, sizeof why, "error %s", code);
@@ -519,7 +513,7 @@ static void command(char *line) {
     connectConcurrency = conc > 0 ? conc : 1;
     connectStart = nowMs();
     connectDeadline = connectStart + timeout;
-    connectNext = connectReady = connectDone = connectActive = nConnectMs = nwhy = 0;
+    connectNext = connectReady = connectDone = connectActive = nConnectMs = whys.len = 0;
     pumpConnects();
     checkConnectDone();
   } else if (!strncmp(line, "rate ", 5)) {
@@ -543,8 +537,7 @@ static void command(char *line) {
            (unsigned long long)ctr.sent, (unsigned long long)ctr.dropped, (unsigned long long)ctr.lagged, (unsigned long long)ctr.stored,
            (unsigned long long)ctr.commands, (unsigned long long)ctr.closed, now - countingSince, ready, (unsigned long long)totalSent,
            (unsigned long long)totalStored);
-    if (!nerr) printf("-");
-    for (int i = 0; i < nerr; i++) printf("%s%s:%llu", i ? "," : "", errCode[i], (unsigned long long)errN[i]);
+    printTally(&errors, ':');
     printf("\n");
     fflush(stdout);
     if (reset) {

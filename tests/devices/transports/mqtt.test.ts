@@ -34,6 +34,21 @@ async function metricsText(server: TestServer): Promise<string> {
 type Status = { deviceId: string; online: boolean; transport?: string | null };
 const statusOf = (id: string, online: boolean) => (s: Status) => s.deviceId === id && s.online === online;
 
+/** Holds the server's telemetry commits until `release()`; `committed()` counts the rows committed since. */
+function holdCommits(server: TestServer): { release: () => void; committed: () => number } {
+  const storage = server.app.storage;
+  const insert = storage.insertTelemetry.bind(storage);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let committed = 0;
+  storage.insertTelemetry = async (rows: TelemetryRow[]) => {
+    await gate;
+    await insert(rows);
+    committed += rows.length;
+  };
+  return { release, committed: () => committed };
+}
+
 /** The next message on a topic the client subscribed to, with its QoS. */
 function nextMessage(client: MqttClient, topic: string, timeoutMs = 8000): Promise<{ payload: Record<string, unknown>; qos: number }> {
   return new Promise((resolve, reject) => {
@@ -129,17 +144,7 @@ describe('MQTT devices, with the mqtt client', () => {
     const server = await startServer();
     const { token } = await addDevice(server, 'mq-qos1');
     const { raw } = await RawMqtt.connect(server.mqttPort, { id: 'mq-qos1', token });
-    // Hold the server's commits until the test says so.
-    const storage = server.app.storage;
-    const insert = storage.insertTelemetry.bind(storage);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let committed = 0;
-    storage.insertTelemetry = async (rows: TelemetryRow[]) => {
-      await gate;
-      await insert(rows);
-      committed += rows.length;
-    };
+    const { release, committed } = holdCommits(server);
     const mid = raw.publish(topics.telemetry('mq-qos1'), JSON.stringify({ type: 'telemetry', id: 'q1-1', data: { t: 22.5 } }), 1);
     await sleep(800);
     expect(raw.packets.filter((p) => p.cmd === 'puback')).toEqual([]);
@@ -147,7 +152,7 @@ describe('MQTT devices, with the mqtt client', () => {
     release();
     await raw.puback(mid);
     // At the PUBACK the row is in storage.
-    expect(committed).toBe(1);
+    expect(committed()).toBe(1);
     expect(await db(server).countTelemetry('mq-qos1')).toBe(1);
     raw.close();
   });
@@ -156,14 +161,7 @@ describe('MQTT devices, with the mqtt client', () => {
     const { server, socket } = await withDashboard();
     const { token } = await addDevice(server, 'mq-order');
     const { raw } = await RawMqtt.connect(server.mqttPort, { id: 'mq-order', token });
-    const storage = server.app.storage;
-    const insert = storage.insertTelemetry.bind(storage);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    storage.insertTelemetry = async (rows: TelemetryRow[]) => {
-      await gate;
-      await insert(rows);
-    };
+    const { release } = holdCommits(server);
     const live: number[] = [];
     socket.on('device:telemetry', (r: { deviceId: string; data: { n: number } }) => {
       if (r.deviceId === 'mq-order') live.push(r.data.n);
