@@ -65,6 +65,14 @@ export class CommandDelivery extends EventEmitter<DeliveryEvents> {
     return c && c.deviceId === deviceId ? c : undefined;
   }
 
+  /**
+   * Stops waiting for commands sent before `time` (another instance's sweep timed them out, which
+   * this one does not hear of): the map of commands in flight stays bounded.
+   */
+  forgetSentBefore(time: number): void {
+    for (const [id, c] of this.inFlight) if ((c.sentAt ?? c.createdAt) < time) this.inFlight.delete(id);
+  }
+
   /** The command is final or back in the queue: this instance no longer waits for its ack. */
   settled(commandId: string): void {
     this.inFlight.delete(commandId);

@@ -46,6 +46,10 @@ export class CommandService {
    * timed the command out in storage first, and must not report it.
    */
   private readonly acking = new Map<string, number>();
+  /** Acks being stored (recordAck), and how to cut short their wait before a retry (close). */
+  private readonly recording = new Set<Promise<void>>();
+  private readonly wakeRetries = new Set<() => void>();
+  private closing = false;
 
   constructor(
     private readonly deps: CommandDeps,
@@ -140,12 +144,15 @@ export class CommandService {
     const { storage, delivery } = this.deps;
     const status: CommandStatus = ok ? 'acked' : 'failed';
     const patch = { status, result: result ?? null, error: ok ? null : failureText(result), updatedAt: Date.now() };
-    const waiting = delivery.awaiting(commandId, deviceId);
+    // Alone only: with other instances, one of their sweeps could time the command out in storage
+    // meanwhile and say so after this report, leaving the page on `timeout` over a stored `acked`.
+    const waiting = this.opts.soleInstance && !this.closing ? delivery.awaiting(commandId, deviceId) : undefined;
     if (waiting) {
       delivery.settled(commandId);
       this.acking.set(commandId, Infinity);
       delivery.report({ ...waiting, ...patch });
-      void this.recordAck(commandId, deviceId, patch, 0);
+      const recording = this.recordAck(commandId, deviceId, patch).finally(() => this.recording.delete(recording));
+      this.recording.add(recording);
       return 'ok';
     }
     // One round trip in the usual case: the update checks the device and the state itself.
@@ -163,20 +170,33 @@ export class CommandService {
 
   /**
    * Stores an ack that was already reported. From `sent` or `timeout`: a sweep may have timed the
-   * command out in storage meanwhile (its report is skipped, see sweep). Retried while storage
-   * is unreachable, so that the row ends as the page showed it.
+   * command out in storage meanwhile (its report is skipped, see sweep). Retried every second for
+   * a minute while storage is unreachable, so that the row ends as the page showed it; at
+   * shutdown, once more (close waits for it).
    */
-  private async recordAck(commandId: string, deviceId: string, patch: CommandPatch, attempt: number): Promise<void> {
+  private async recordAck(commandId: string, deviceId: string, patch: CommandPatch): Promise<void> {
     const { storage, log } = this.deps;
-    try {
-      await storage.updateCommand(commandId, ['sent', 'timeout'], patch, deviceId);
-    } catch (err) {
-      if (attempt < ACK_RETRIES) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await storage.updateCommand(commandId, ['sent', 'timeout'], patch, deviceId);
+        break;
+      } catch (err) {
+        if (attempt >= ACK_RETRIES || this.closing) {
+          log.error({ err, command: commandId }, 'could not store an ack; the command stays sent in storage');
+          break;
+        }
         if (attempt === 0) log.warn({ err, command: commandId }, 'could not store an ack; retrying');
-        setTimeout(() => void this.recordAck(commandId, deviceId, patch, attempt + 1), ACK_RETRY_MS).unref();
-        return;
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            clearTimeout(timer);
+            this.wakeRetries.delete(wake);
+            resolve();
+          };
+          const timer = setTimeout(wake, ACK_RETRY_MS);
+          timer.unref();
+          this.wakeRetries.add(wake);
+        });
       }
-      log.error({ err, command: commandId }, 'could not store an ack; the command stays sent in storage');
     }
     this.acking.set(commandId, performance.now());
   }
@@ -199,11 +219,22 @@ export class CommandService {
       log.warn({ err }, 'command sweep failed; will retry');
     }
     for (const [id, storedAt] of this.acking) if (storedAt < started - ACKING_KEEP_MS) this.acking.delete(id);
+    // Timed out long ago, by this instance's sweep or another's: an ack that still comes finds it in storage.
+    delivery.forgetSentBefore(Date.now() - this.opts.timeoutMs - ACKING_KEEP_MS);
   }
 
-  /** Stops the sweeper; commands still in flight become `timeout` (CommandDelivery.close). */
-  close(): void {
+  /**
+   * Stops the sweeper and waits for the acks being stored; commands still in flight then become
+   * `timeout` (CommandDelivery.close).
+   */
+  async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    // Acks already shown on the page are stored before storage closes: those waiting to be
+    // retried try once more now.
+    this.closing = true;
+    for (const wake of this.wakeRetries) wake();
+    this.wakeRetries.clear();
+    await Promise.allSettled([...this.recording]);
   }
 
   recent(deviceId: string, limit = 20): Promise<Command[]> {

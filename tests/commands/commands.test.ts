@@ -184,6 +184,25 @@ describe('the ack leaves at once', () => {
     device.close();
   });
 
+  test('when the server stops while a shown ack waits for its retry, then the ack is stored before storage closes', async () => {
+    const { server, socket, token } = await setup();
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    const gate = gateAckUpdates(server, 1);
+    gate.release();
+    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+    const acked = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'acked');
+    const cmd = await device.next((m) => m.type === 'fromservertonode');
+    device.send({ type: 'ack', id: cmd.id, ok: true });
+    await acked;
+    await until(() => gate.calls() === 1, 2000, 'the first, refused, attempt');
+    socket.close();
+    device.close();
+    // The retry is a second away; the restart's close makes it now.
+    const again = await server.restart();
+    expect(gate.calls()).toBe(2);
+    expect((await db(again).getCommand(res.command.id))!.status).toBe('acked');
+  });
+
   test('when storage refuses the ack at first, then it is stored once storage answers again', async () => {
     const { server, socket, token } = await setup();
     const device = await RawDevice.hello(server.devicePort, 'esp-1', token);

@@ -46,8 +46,6 @@ interface PendingPuback {
 
 type PublishPacket = Parameters<NonNullable<ConstructorParameters<typeof Aedes>[0]>['authorizePublish'] & {}>[1];
 
-/** aedes's clients can stop and resume reading (it does so itself while authenticating). */
-type PausableClient = Client & { pause(): void; resume(): void };
 /** aedes's clients keep their active subscriptions by topic. */
 type SubscribedClient = Client & { subscriptions: Record<string, unknown> };
 
@@ -113,6 +111,8 @@ class MqttLink implements DeviceLink {
   private stalledAt = 0;
   private readonly pubacks: PendingPuback[] = [];
   private pubackFlush: NodeJS.Immediate | null = null;
+  private paused = false;
+  private heldAnswers: (() => void)[] = [];
 
   constructor(
     readonly client: Client,
@@ -165,7 +165,9 @@ class MqttLink implements DeviceLink {
     if (!this.pubackFlush) this.pubackFlush = setImmediate(() => this.flushPubacks());
   }
 
-  private flushPubacks(): void {
+  /** Writes the PUBACKs that are due (also at once, before the connection is closed for a refused message). */
+  flushPubacks(): void {
+    if (this.pubackFlush) clearImmediate(this.pubackFlush);
     this.pubackFlush = null;
     let n = 0;
     while (n < this.pubacks.length && this.pubacks[n]!.ready) n++;
@@ -191,12 +193,27 @@ class MqttLink implements DeviceLink {
     for (const m of held) this.publish(m);
   }
 
+  /**
+   * Stops reading: aedes reads a connection's next packets only once it was told that every packet
+   * of the last read is handled (authorizePublish's callback), so those answers are held until
+   * resume. (aedes's own pause loses count when packets are answered while it is paused, and the
+   * connection was then never read again.)
+   */
   pause(): void {
-    (this.client as PausableClient).pause();
+    this.paused = true;
   }
 
   resume(): void {
-    if (!this.client.closed) (this.client as PausableClient).resume();
+    this.paused = false;
+    const held = this.heldAnswers;
+    this.heldAnswers = [];
+    if (!this.client.closed) for (const go of held) go();
+  }
+
+  /** Lets aedes go on with a handled packet, now or (paused) at resume. */
+  proceed(go: () => void): void {
+    if (this.paused) this.heldAnswers.push(go);
+    else go();
   }
 
   end(_reason: string): void {
@@ -361,6 +378,8 @@ export class MqttTransport {
     if (!link || !session) return cb(new Error('not connected'));
     const { topic, payload } = packet;
     const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    // QoS 2 (not documented for devices) keeps aedes's own flow: PUBREC once the message is handled.
+    const own = packet.qos !== 2;
     const puback = packet.qos === 1 && packet.messageId !== undefined ? link.expectPuback(packet.messageId) : null;
     let sync = true;
     let refused = false;
@@ -368,8 +387,11 @@ export class MqttTransport {
     const done: Done = (err) => {
       if (answered) return;
       answered = true;
+      if (!own) return err ? cb(err) : link.proceed(() => cb(null));
       if (err) {
         refused = true;
+        // The PUBACKs already due leave before aedes closes the connection.
+        link.flushPubacks();
         if (sync) cb(err);
         else link.end(err.message); // refused later (the server is stopping): no PUBACK, the connection ends
       } else if (puback) link.pubackWhenReady(puback);
@@ -384,9 +406,9 @@ export class MqttTransport {
       session.reject('protocol', `publishing to "${topic.slice(0, 100)}" is not allowed; use ${topics.telemetry(link.deviceId)} or ${topics.ack(link.deviceId)}`, done);
     }
     sync = false;
-    if (refused) return;
+    if (refused || !own) return;
     if (puback) packet.qos = 0;
-    cb(null);
+    link.proceed(() => cb(null));
   }
 
 }

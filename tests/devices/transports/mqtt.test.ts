@@ -5,6 +5,7 @@
  * bad-input.test.ts; replacement across transports in cross-transport.test.ts.
  */
 import { spawn } from 'node:child_process';
+import * as mqttPacket from 'mqtt-packet';
 import path from 'node:path';
 import type { TelemetryRow } from '../../../server/storage';
 import { sleep, until } from '../../support/child';
@@ -182,6 +183,34 @@ describe('MQTT devices, with the mqtt client', () => {
     expect(raw.closed).toBe(false);
     } finally {
       release(); // also when it failed: the server's close waits for the held commit
+      raw.close();
+    }
+  });
+
+  test('when storage holds the device back (paused) in the middle of a read of several PUBLISHes, then after the drain the device is read again and everything is PUBACKed', async () => {
+    const server = await startServer();
+    const { token } = await addDevice(server, 'mq-pause');
+    const { raw } = await RawMqtt.connect(server.mqttPort, { id: 'mq-pause', token });
+    // Two readings waiting for their commit make the writer full: the link pauses.
+    (server.app.writer as unknown as { highWater: number }).highWater = 2;
+    const { release } = holdCommits(server);
+    try {
+      const ids = [1, 2, 3, 4, 5];
+      const burst = Buffer.concat(
+        ids.map((n) =>
+          mqttPacket.generate({ cmd: 'publish', topic: topics.telemetry('mq-pause'), payload: Buffer.from(JSON.stringify({ type: 'telemetry', id: `p-${n}`, data: { n } })), qos: 1, messageId: 1000 + n, retain: false, dup: false }),
+        ),
+      );
+      raw.write(burst); // one write: one read on the server, five packets
+      await sleep(300);
+      release();
+      for (const n of ids) await raw.puback(1000 + n, 5000);
+      // Read again: a later reading is taken and answered.
+      const later = raw.publish(topics.telemetry('mq-pause'), JSON.stringify({ type: 'telemetry', id: 'p-later', data: { n: 6 } }), 1);
+      await raw.puback(later, 5000);
+      expect(await db(server).countTelemetry('mq-pause')).toBe(6);
+    } finally {
+      release();
       raw.close();
     }
   });
