@@ -141,6 +141,20 @@ function gateAckUpdates(server: Awaited<ReturnType<typeof startServer>>, failure
   return { release, calls: () => calls };
 }
 
+/** A click whose ack the page has seen, while storage refuses the ack's first `failures` updates. */
+async function clickAckedWhileStorageRefuses(failures: number) {
+  const { server, socket, token } = await setup();
+  const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+  const gate = gateAckUpdates(server, failures);
+  gate.release();
+  const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
+  const acked = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'acked');
+  const cmd = await device.next((m) => m.type === 'fromservertonode');
+  device.send({ type: 'ack', id: cmd.id, ok: true });
+  await acked;
+  return { server, socket, device, gate, res };
+}
+
 describe('the ack leaves at once', () => {
   test('when the device acks, then the page sees acked before the ack is stored, and the row says acked right after', async () => {
     const { server, socket, token } = await setup();
@@ -185,15 +199,7 @@ describe('the ack leaves at once', () => {
   });
 
   test('when the server stops while a shown ack waits for its retry, then the ack is stored before storage closes', async () => {
-    const { server, socket, token } = await setup();
-    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
-    const gate = gateAckUpdates(server, 1);
-    gate.release();
-    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
-    const acked = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'acked');
-    const cmd = await device.next((m) => m.type === 'fromservertonode');
-    device.send({ type: 'ack', id: cmd.id, ok: true });
-    await acked;
+    const { server, socket, device, gate, res } = await clickAckedWhileStorageRefuses(1);
     await until(() => gate.calls() === 1, 2000, 'the first, refused, attempt');
     socket.close();
     device.close();
@@ -204,15 +210,7 @@ describe('the ack leaves at once', () => {
   });
 
   test('when storage refuses the ack at first, then it is stored once storage answers again', async () => {
-    const { server, socket, token } = await setup();
-    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
-    const gate = gateAckUpdates(server, 2);
-    gate.release();
-    const res = await emitAck(socket, 'command:send', { deviceId: 'esp-1', action: 'togglerele' });
-    const acked = nextEvent(socket, 'command:status', (c) => c.id === res.command.id && c.status === 'acked');
-    const cmd = await device.next((m) => m.type === 'fromservertonode');
-    device.send({ type: 'ack', id: cmd.id, ok: true });
-    await acked;
+    const { server, socket, device, gate, res } = await clickAckedWhileStorageRefuses(2);
     await until(async () => (await db(server).getCommand(res.command.id))!.status === 'acked', 6000, 'the ack stored on the third try');
     expect(gate.calls()).toBe(3);
     socket.close();
