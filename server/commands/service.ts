@@ -134,10 +134,11 @@ export class CommandService {
   /**
    * Records a device's ack. 'unknown' when no command of that device waits for one.
    *
-   * An ack of a command this instance wrote to that device (the usual case) is reported at once,
-   * to the page and to API waits, and stored right after (recordAck): under a busy fleet the
-   * storage round trip waited behind telemetry and cost the click most of its time
-   * (bench/README.md). The status comes from the device, so it is as true before the commit as
+   * On a single instance (no Redis), an ack of a command this instance wrote to that device (the
+   * usual case) is reported at once, to the page and to API waits, and stored right after
+   * (recordAck): under a busy fleet the storage round trip waited behind telemetry and cost the
+   * click most of its time (bench/README.md). With other instances it is stored first, then
+   * reported (see below). The status comes from the device, so it is as true before the commit as
    * after it; a read of the command in the few milliseconds between may still say `sent`.
    */
   async ack(deviceId: string, commandId: string, ok: boolean, result: unknown): Promise<'ok' | 'unknown'> {
