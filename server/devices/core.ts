@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { CommandService } from '../commands/service';
 import type { Broadcaster } from '../realtime/broadcast';
 import type { Storage, TelemetryRow } from '../storage';
-import type { TelemetryWriter } from '../telemetry/writer';
+import type { Pending, TelemetryWriter } from '../telemetry/writer';
 import { GOING_AWAY, stored } from './outbound';
 import type { Presence } from './presence';
 import type { DeviceRegistry } from './registry';
@@ -29,21 +29,34 @@ export const REPLY_FLUSH_CHUNK = 64;
 const GOODBYE_WAIT_MS = 3000;
 
 /**
- * A reading on its way to storage, with its data as the JSON text storage writes. The parsed object
- * is not kept: a reading waits 100–200 ms for its commit, and thousands of parsed objects alive
+ * A reading on its way to storage, and what happens once it is committed: a transport-confirmed
+ * message is confirmed (MQTT's PUBACK), a reading with an id is answered `stored`. Its data is kept
+ * only as the JSON text storage writes, and the reading is its own writer entry (no closure):
+ * readings wait 100–200 ms for their commit, and thousands of parsed objects and callbacks alive
  * that long were copied by every young-generation GC (bench/README.md). `data` parses the text
  * again if anything asks.
  */
-class PendingReading implements TelemetryRow {
+class PendingReading implements TelemetryRow, Pending {
   constructor(
     readonly deviceId: string,
     readonly msgId: string | null,
     readonly ts: number,
     readonly json: string,
+    private readonly session: DeviceSession,
+    private readonly confirm: Done | undefined,
   ) {}
+
+  get row(): TelemetryRow {
+    return this;
+  }
 
   get data(): Record<string, unknown> {
     return JSON.parse(this.json) as Record<string, unknown>;
+  }
+
+  done(err: Error | null): void {
+    if (this.confirm) this.confirm(err);
+    else if (!err && this.msgId !== null) this.session.sendLater(stored(this.msgId));
   }
 }
 
@@ -249,14 +262,7 @@ export class DeviceCore implements SessionServices, LiveDevices {
     this.counters.lines++;
     // Made once, for storage and for the dashboards' packet.
     const json = JSON.stringify(data);
-    const row = new PendingReading(deviceId, msgId, ts, json);
-    if (done) this.deps.writer.add(row, done);
-    else if (msgId === null) this.deps.writer.add(row);
-    else {
-      this.deps.writer.add(row, (err) => {
-        if (!err) session.sendLater(stored(msgId));
-      });
-    }
+    this.deps.writer.enqueue(new PendingReading(deviceId, msgId, ts, json, session, done));
     this.deps.broadcast.telemetry(deviceId, ts, data, json);
   }
 

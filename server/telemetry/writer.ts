@@ -2,9 +2,13 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Storage, TelemetryRow } from '../storage';
 
-interface Pending {
-  row: TelemetryRow;
-  done?: (err: Error | null) => void;
+/**
+ * A reading queued for storage and who waits for its commit. `done` is called as a method (a
+ * class can be its own Pending, with no closure per reading: the device core's readings are).
+ */
+export interface Pending {
+  readonly row: TelemetryRow;
+  done?(err: Error | null): void;
 }
 
 export interface TelemetryWriterOptions {
@@ -81,13 +85,18 @@ export class TelemetryWriter extends EventEmitter<TelemetryWriterEvents> {
     return this.queue.length;
   }
 
-  /** Queues a reading whose commit nobody waits for. */
+  /** Queues a reading; `done`, if given, is called once it is committed (or refused). */
   add(row: TelemetryRow, done?: (err: Error | null) => void): void {
+    this.enqueue({ row, done });
+  }
+
+  /** Queues a reading with its own `done` (see Pending). */
+  enqueue(p: Pending): void {
     if (this.closed) {
-      done?.(new Error('telemetry writer is closed'));
+      p.done?.(new Error('telemetry writer is closed'));
       return;
     }
-    this.queue.push({ row, done });
+    this.queue.push(p);
     // Every batch that completes schedules the next; so does a free writing slot now.
     if (this.inFlight.size >= this.maxInFlight || (this.failing && this.inFlight.size > 0)) return;
     // While storage is failing, new readings wait for the next retry instead of hammering it.
