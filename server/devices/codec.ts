@@ -33,7 +33,9 @@ function refusal(v: unknown, depth = 0): string | null {
     }
     return null;
   }
-  for (const k of Object.keys(v)) {
+  // for…in rather than Object.keys: no array per object (a parsed message has no inherited
+  // enumerable keys, so both see the same ones).
+  for (const k in v) {
     if (FORBIDDEN_KEYS.has(k)) return 'message uses a reserved key';
     const why = refusal((v as Record<string, unknown>)[k], depth + 1);
     if (why) return why;
