@@ -54,6 +54,42 @@ describe('framing and codec', () => {
     );
   });
 
+  test('when a line is made of base64 characters in any arrangement, then exactly the strict base64 ones are decoded, to what Node decodes', () => {
+    const STRICT = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+    const chars = fc.constantFrom(...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/='.split(''));
+    const bodies = fc.oneof(
+      fc.array(chars, { maxLength: 24 }).map((a) => a.join('')),
+      fc.uint8Array({ maxLength: 60 }).map((b) => Buffer.from(b).toString('base64')),
+      jsonObject.map((m) => Buffer.from(JSON.stringify(m)).toString('base64')),
+    );
+    fc.assert(
+      fc.property(bodies, (text) => {
+        fc.pre(text.length > 0 && text[0] !== '{');
+        const d = decodeLine(Buffer.from(text, 'latin1'));
+        if (!STRICT.test(text)) {
+          expect(d).toMatchObject({ ok: false, error: 'bad_base64' });
+          return;
+        }
+        // Strict base64: the message is what Node's own decoder makes of the same line.
+        let expected: unknown;
+        try {
+          expected = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(text, 'base64')));
+        } catch {
+          expected = undefined;
+        }
+        if (expected !== null && typeof expected === 'object' && !Array.isArray(expected)) {
+          // (A JSON object the protocol refuses, a reserved key say, is a protocol error.)
+          if (d.ok) expect(d.message).toEqual(expected);
+          else expect(d.error).toBe('protocol');
+        } else {
+          expect(d.ok).toBe(false);
+          if (!d.ok) expect(d.error).not.toBe('bad_base64');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   test('when a line decodes to something that is not a JSON object, then it is a protocol error', () => {
     for (const v of ['[1]', '42', '"x"', 'null']) {
       const d = decodeLine(Buffer.from(Buffer.from(v).toString('base64')));
