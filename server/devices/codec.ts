@@ -42,18 +42,19 @@ function refusal(v: unknown, depth = 0): string | null {
   return null;
 }
 
-/** Each byte's value in the base64 alphabet, or -1 (padding included: it is handled apart). */
+const BASE64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+/** Each byte's value in the base64 alphabet, or -1 (`=` too: padding is handled apart). */
 const BASE64_VALUE = new Int8Array(256).fill(-1);
-for (let i = 0; i < 64; i++) BASE64_VALUE['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+for (let i = 0; i < 64; i++) BASE64_VALUE[BASE64_ALPHABET.charCodeAt(i)] = i;
 
 /** Where base64 lines are decoded: one buffer, reused (a line is decoded and parsed before the next). */
 const scratch = Buffer.allocUnsafeSlow(Math.ceil(MAX_LINE_BYTES / 4) * 3);
 
 /**
- * A base64 line's bytes, decoded into `scratch` (so valid until the next call), or null when the line is not strict base64: only
- * the canonical alphabet, a length that is a multiple of 4, `=` only as the last one or two
- * characters, no whitespace. One pass and no intermediate string or buffer: a busy fleet's every
- * reading comes this way (bench/README.md).
+ * A base64 line's bytes, decoded into `scratch` (valid until the next call), or null when the line
+ * is not strict base64: only the canonical alphabet, a length that is a multiple of 4, `=` only as
+ * the last one or two characters, no whitespace. One pass and no intermediate string or buffer: a
+ * busy fleet's every reading comes this way (bench/README.md).
  */
 function decodeBase64(line: Buffer): Uint8Array | null {
   const n = line.length;
