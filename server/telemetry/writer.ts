@@ -85,12 +85,7 @@ export class TelemetryWriter extends EventEmitter<TelemetryWriterEvents> {
     return this.queue.length;
   }
 
-  /** Queues a reading; `done`, if given, is called once it is committed (or refused). */
-  add(row: TelemetryRow, done?: (err: Error | null) => void): void {
-    this.enqueue({ row, done });
-  }
-
-  /** Queues a reading with its own `done` (see Pending). */
+  /** Queues a reading; its `done`, if it has one, is called once it is committed (or refused). */
   enqueue(p: Pending): void {
     if (this.closed) {
       p.done?.(new Error('telemetry writer is closed'));
