@@ -280,14 +280,15 @@ export class DeviceSession {
   }
 
   /**
-   * One message from the device (a line, a text frame, an MQTT payload). With `done` (a transport
-   * that confirms messages itself), `done` is called exactly once for it.
+   * One message from the device (a line, a text frame, an MQTT payload), valid only during the
+   * call. With `done` (a transport that confirms messages itself), `done` is called exactly once for it.
    */
   receive(body: Buffer, done?: Done, as?: 'ack'): void {
     if (this.state === 'closed') return done?.(new RefusedMessage('protocol', 'connection closing'));
     this.lastSeenAt = Date.now();
     if (this.state === 'authenticating') {
-      this.inbox.push({ body, done });
+      // A copy: the transport may reuse the bytes once this returns (TCP's shared read buffer).
+      this.inbox.push({ body: Buffer.from(body), done });
       if (this.inbox.length === INBOX_PAUSE_AT) this.link.pause();
       return;
     }

@@ -17,6 +17,45 @@ const TLS_HANDSHAKE_RECORD = 0x16;
 /** How long a connection the server ended may stay half-open (a device that never reads). */
 const END_GRACE_MS = 2000;
 
+/**
+ * The one buffer every plain TCP device connection reads into (readIntoSharedBuffer). What is in it
+ * is only valid during the callback it is handed to: the line splitter copies an unfinished line
+ * out of it, and a session copies a line it keeps for later.
+ */
+const SHARED_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/** The fields `new net.Socket({ onread })` sets, found by their symbols' names; null where this Node has none. */
+let onreadFields: { buffer: symbol; callback: symbol } | null | undefined;
+
+/**
+ * Reads a plain TCP connection into SHARED_READ_BUFFER, as `new net.Socket({ onread })` does, instead
+ * of a new Buffer, a stream push and a 'data' event per read: a fleet sending one reading per packet
+ * costs one read per reading, and this made each cheaper and left less garbage (bench/README.md,
+ * "Issue 15, fifth round"). Node offers `onread` only to sockets it constructs itself, not to those a
+ * server accepts, so this sets the same two fields its constructor would and points the handle at
+ * the buffer, before the first read (reads only happen in a later turn of the event loop). Pause and
+ * resume work as with `onread` (net.Socket's own). False where this Node lacks any of it: the
+ * caller then reads 'data' events.
+ */
+export function readIntoSharedBuffer(socket: net.Socket, onChunk: (chunk: Buffer) => void): boolean {
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } })._handle;
+  if (typeof handle?.useUserBuffer !== 'function') return false;
+  const own = socket as unknown as Record<symbol, unknown>;
+  if (onreadFields === undefined) {
+    const named = (name: string) => Object.getOwnPropertySymbols(socket).find((s) => s.description === name);
+    const buffer = named('kBuffer');
+    const callback = named('kBufferCb');
+    onreadFields = buffer && callback ? { buffer, callback } : null;
+  }
+  if (onreadFields === null || own[onreadFields.buffer] !== null || own[onreadFields.callback] !== null) return false;
+  own[onreadFields.buffer] = SHARED_READ_BUFFER;
+  own[onreadFields.callback] = (nread: number, buf: Buffer) => {
+    onChunk(buf.subarray(0, nread));
+  };
+  handle.useUserBuffer(SHARED_READ_BUFFER);
+  return true;
+}
+
 /** One device's TCP connection: lines in, lines out, a bounded queue while the device does not read. */
 export class TcpLink implements DeviceLink {
   readonly transport = 'tcp' as const;
@@ -34,10 +73,13 @@ export class TcpLink implements DeviceLink {
     private readonly maxOutQueueBytes: number,
     /** On a plain port: where to say that a TLS client came to the wrong port. */
     private readonly plainPortLog: Logger | null,
+    /** A plain socket a server accepted: read into the shared buffer (not for TLS sockets). */
+    sharedBuffer = false,
   ) {
     this.remoteAddress = remoteAddressOf(socket);
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    const onData = (chunk: Buffer) => this.onData(chunk);
+    if (!sharedBuffer || !readIntoSharedBuffer(socket, onData)) socket.on('data', onData);
     socket.on('drain', () => this.onDrain());
     socket.on('error', () => {});
     socket.on('close', () => {
@@ -177,7 +219,7 @@ export class TcpTransport {
   }
 
   private open(socket: net.Socket, admission: Admission, plain: boolean): void {
-    const link = new TcpLink(socket, this.core.limits.maxOutQueueBytes, plain ? this.log : null);
+    const link = new TcpLink(socket, this.core.limits.maxOutQueueBytes, plain ? this.log : null, plain);
     link.attach(this.core.open(link, admission));
   }
 }

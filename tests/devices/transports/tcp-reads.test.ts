@@ -1,0 +1,117 @@
+/**
+ * Plain TCP connections read into one buffer shared by every connection (server/devices/transports/tcp.ts):
+ * what one connection's line leaves behind must never be overwritten by another's read.
+ */
+import net from 'node:net';
+import { readIntoSharedBuffer } from '../../../server/devices/transports/tcp';
+import { RawDevice, encode } from '../../support/device';
+import { addDevice, closeAllServers, db, startServer, TestServer } from '../../support/server';
+
+afterEach(closeAllServers);
+
+/** A plain server whose connections read through readIntoSharedBuffer; `chunks` gets a copy of each. */
+async function sharedBufferServer(onSocket: (socket: net.Socket, chunks: Buffer[], used: boolean) => void): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer((socket) => {
+    const chunks: Buffer[] = [];
+    const used = readIntoSharedBuffer(socket, (chunk) => chunks.push(Buffer.from(chunk)));
+    onSocket(socket, chunks, used);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+const connect = (port: number) =>
+  new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+  });
+
+const until = async (cond: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe('the shared read buffer', () => {
+  test('when a plain socket is accepted on this Node, then it reads through the shared buffer, pauses, resumes and ends', async () => {
+    let socket!: net.Socket;
+    let chunks!: Buffer[];
+    let used = false;
+    const ended: string[] = [];
+    const { server, port } = await sharedBufferServer((s, c, u) => {
+      socket = s;
+      chunks = c;
+      used = u;
+      s.on('end', () => ended.push('end'));
+      s.on('close', () => ended.push('close'));
+    });
+    const client = await connect(port);
+    await until(() => socket !== undefined);
+    expect(used).toBe(true);
+    client.write('one\n');
+    await until(() => Buffer.concat(chunks).toString() === 'one\n');
+    socket.pause();
+    client.write('two\n');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(Buffer.concat(chunks).toString()).toBe('one\n');
+    socket.resume();
+    await until(() => Buffer.concat(chunks).toString() === 'one\ntwo\n');
+    client.end();
+    await until(() => ended.includes('close'));
+    expect(ended).toEqual(['end', 'close']);
+    server.close();
+  });
+
+  test('when it is asked twice for one socket, then the second time it declines', async () => {
+    const answers: boolean[] = [];
+    const { server, port } = await sharedBufferServer((s, _c, used) => {
+      answers.push(used, readIntoSharedBuffer(s, () => {}));
+      s.destroy();
+    });
+    const client = await connect(port);
+    await until(() => answers.length === 2);
+    expect(answers).toEqual([true, false]);
+    client.destroy();
+    server.close();
+  });
+});
+
+describe('lines read through the shared buffer', () => {
+  let server: TestServer;
+  beforeEach(async () => {
+    server = await startServer();
+  });
+
+  test('when lines wait for the token check while other devices keep sending, then each is stored as it was sent', async () => {
+    const { token } = await addDevice(server, 'esp-wait');
+    const others = await Promise.all(
+      [1, 2, 3].map(async (i) => {
+        const { token: t } = await addDevice(server, `esp-busy-${i}`);
+        return RawDevice.hello(server.devicePort, `esp-busy-${i}`, t);
+      }),
+    );
+    // The others fill the shared buffer with their own bytes the whole time.
+    let n = 0;
+    const busy = setInterval(() => {
+      for (const d of others) d.send({ type: 'telemetry', data: { noise: 'x'.repeat(200), n: n++ } });
+    }, 1);
+    try {
+      const d = await RawDevice.connect(server.devicePort);
+      const lines = [encode({ type: 'hello', device: 'esp-wait', token })];
+      for (let i = 0; i < 20; i++) lines.push(encode({ type: 'telemetry', id: `w-${i}`, data: { i, label: `reading ${i}` } }));
+      d.write(lines.join(''));
+      for (let i = 0; i < 20; i++) await d.next((m) => m.type === 'stored' && m.id === `w-${i}`);
+      expect(d.received.filter((m) => m.type === 'error')).toEqual([]);
+      const stored = await db(server).telemetryHistory('esp-wait', 50);
+      expect(stored.map((p) => p.data).sort((a, b) => (a.i as number) - (b.i as number))).toEqual(
+        Array.from({ length: 20 }, (_, i) => ({ i, label: `reading ${i}` })),
+      );
+      d.close();
+    } finally {
+      clearInterval(busy);
+      for (const o of others) o.close();
+    }
+  });
+});
