@@ -75,42 +75,45 @@ let scheduled = false;
 // index, and moved into `telemetry` later in bulk, a device's rows together. The thread is the
 // only writer of both, so it keeps in memory what `telemetry_recent` holds that `telemetry` does
 // not yet (`unmerged`), and the message ids it holds (to store a resent reading once). The rest of
-// a row (time, data) is read back from the table when it is moved.
-interface Staged {
-  id: number;
-  deviceId: string;
-  msgId: string | null;
+// a row (time, data) is read back from the table when it is moved. Only ids and message ids are
+// kept, no object per row: a round holds up to 40,000 rows for seconds, and each object would be
+// copied by the garbage collector until it is promoted.
+class DeviceRound {
+  /** Ids of its rows not yet in `telemetry`, oldest first. */
+  unmerged: number[] = [];
+  /** Message id → row id, for its rows of this round (merged or not). */
+  keys: Map<string, number> | null = null;
 }
 class Round {
-  /** deviceId → rows not yet in `telemetry`, oldest first. */
-  readonly rows = new Map<string, Staged[]>();
-  /** deviceId → message id → row id, for this round's rows (merged or not). */
-  readonly keys = new Map<string, Map<string, number>>();
+  /** deviceId → its rows in this round. */
+  readonly devices = new Map<string, DeviceRound>();
+  /** Rows not yet in `telemetry`. */
   count = 0;
   startedAt = 0;
+  /** The device's part of the round, made on first use. */
+  of(deviceId: string): DeviceRound {
+    let part = this.devices.get(deviceId);
+    if (!part) this.devices.set(deviceId, (part = new DeviceRound()));
+    return part;
+  }
   /** The id of this round's row with that message id, if any. */
   staged(deviceId: string, msgId: string): number | undefined {
-    return this.keys.get(deviceId)?.get(msgId);
+    return this.devices.get(deviceId)?.keys?.get(msgId);
   }
-  add(r: Staged): void {
+  add(part: DeviceRound, id: number, msgId: string | null): void {
     if (this.count === 0) this.startedAt = performance.now();
-    let list = this.rows.get(r.deviceId);
-    if (!list) this.rows.set(r.deviceId, (list = []));
-    list.push(r);
+    part.unmerged.push(id);
     this.count++;
-    if (r.msgId !== null) {
-      let ids = this.keys.get(r.deviceId);
-      if (!ids) this.keys.set(r.deviceId, (ids = new Map()));
-      ids.set(r.msgId, r.id);
-    }
+    if (msgId !== null) (part.keys ??= new Map()).set(msgId, id);
   }
-  /** Takes a device's unmerged rows out of the round. */
-  take(deviceId: string): Staged[] {
-    const list = this.rows.get(deviceId);
-    if (!list) return [];
-    this.rows.delete(deviceId);
-    this.count -= list.length;
-    return list;
+  /** Takes a device's unmerged rows out of the round (their message ids stay). */
+  take(deviceId: string): number[] {
+    const part = this.devices.get(deviceId);
+    if (!part || part.unmerged.length === 0) return [];
+    const ids = part.unmerged;
+    part.unmerged = [];
+    this.count -= ids.length;
+    return ids;
   }
 }
 /** Null until the first use; false when `telemetry_recent` is missing (a database not migrated yet). */
@@ -150,7 +153,7 @@ const staging = (): boolean => {
     device_id: string;
     msg_id: string | null;
   }>) {
-    current.add({ id: Number(r.id), deviceId: r.device_id, msgId: r.msg_id });
+    current.add(current.of(r.device_id), Number(r.id), r.msg_id);
   }
   if (current.count > 0) current.startedAt = -Infinity;
   return true;
@@ -181,7 +184,7 @@ const MOVE_STAGED =
  * Moves one staged row into `telemetry`, read from `telemetry_recent` by its id: so not if the row
  * left the table meanwhile (another process removed the device: the CLI).
  */
-const mergeRow = (r: Staged) => prepare(`${MOVE_STAGED} AND r.id = ?`).run(r.id);
+const mergeRow = (id: number) => prepare(`${MOVE_STAGED} AND r.id = ?`).run(id);
 
 /** Whether a staged row is still in `telemetry_recent` (another process may have removed its device). */
 const stillStaged = (id: number) => prepare('SELECT 1 FROM telemetry_recent WHERE id = ?').get(id) !== undefined;
@@ -282,12 +285,13 @@ const runSlice = () => {
       );
   // A staged row joins the round at once; if the slice fails, the rounds are read back from the table.
   const stageRow = (deviceId: string, msgId: string | null, ts: number, data: string) => {
+    const part = current.of(deviceId);
     if (msgId !== null) {
-      const copy = current.staged(deviceId, msgId) ?? merging?.staged(deviceId, msgId);
+      const copy = part.keys?.get(msgId) ?? merging?.staged(deviceId, msgId);
       if (copy !== undefined && stillStaged(copy)) return;
     }
     if (insert.run(nextId, deviceId, msgId, ts, data, deviceId, deviceId, msgId).changes === 0) return;
-    current.add({ id: nextId++, deviceId, msgId });
+    current.add(part, nextId++, msgId);
   };
   const update = prepare('UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
   const until = performance.now() + sliceMs;
@@ -361,8 +365,9 @@ const runSlice = () => {
     }
     const mergeUntil = performance.now() + Math.min(sliceMs, MERGE_SLICE_MS);
     let yielded = false;
-    for (const deviceId of merging.rows.keys()) {
-      for (const r of merging.take(deviceId)) mergeRow(r);
+    for (const [deviceId, part] of merging.devices) {
+      if (part.unmerged.length === 0) continue;
+      for (const id of merging.take(deviceId)) mergeRow(id);
       if (performance.now() > mergeUntil) break;
       if (yieldNow(0)) {
         yielded = true;
@@ -497,16 +502,16 @@ const flush = (deviceId: string | undefined) => {
     // has them): a device read more often than rounds start would otherwise stay staged for ever.
     const unstage = prepare('DELETE FROM telemetry_recent WHERE id = ?');
     for (const round of [merging, current]) {
-      for (const r of round?.take(deviceId) ?? []) {
-        mergeRow(r);
-        unstage.run(r.id);
+      for (const id of round?.take(deviceId) ?? []) {
+        mergeRow(id);
+        unstage.run(id);
       }
-      round?.keys.delete(deviceId);
+      round?.devices.delete(deviceId);
     }
     endRoundIfDone();
     return;
   }
-  for (const round of [merging, current]) for (const id of [...(round?.rows.keys() ?? [])]) for (const r of round!.take(id)) mergeRow(r);
+  for (const round of [merging, current]) for (const deviceId of [...(round?.devices.keys() ?? [])]) for (const id of round!.take(deviceId)) mergeRow(id);
   prepare('DELETE FROM telemetry_recent WHERE id < ?').run(nextId);
   merging = null;
   current = new Round();
@@ -518,10 +523,14 @@ const flush = (deviceId: string | undefined) => {
  */
 const forget = (deviceId: string) => {
   for (const round of [merging, current]) {
-    if (!round) continue;
-    const kept = round.take(deviceId).filter((r) => stillStaged(r.id));
-    round.keys.delete(deviceId);
-    for (const r of kept) round.add(r);
+    const part = round?.devices.get(deviceId);
+    if (!round || !part) continue;
+    const kept = round.take(deviceId).filter(stillStaged);
+    const msgIdOf = new Map<number, string>();
+    for (const [msgId, id] of part.keys ?? []) msgIdOf.set(id, msgId);
+    round.devices.delete(deviceId);
+    const fresh = round.of(deviceId);
+    for (const id of kept) round.add(fresh, id, msgIdOf.get(id) ?? null);
   }
   endRoundIfDone();
 };
