@@ -136,14 +136,19 @@ export class SqliteThread {
 
   /** Resolves once every row is committed. */
   insertTelemetry(rows: ThreadTelemetryRow[]): Promise<void> {
-    const batch: ThreadTelemetryBatch = new Array(rows.length * 4);
+    const ids: (string | null)[] = new Array(rows.length * 2);
+    const numbers = new Float64Array(rows.length * 2);
+    let text = '';
     let k = 0;
     for (const r of rows) {
-      batch[k++] = r.deviceId;
-      batch[k++] = r.msgId;
-      batch[k++] = r.ts;
-      batch[k++] = r.json ?? JSON.stringify(r.data);
+      const json = r.json ?? JSON.stringify(r.data);
+      ids[k] = r.deviceId;
+      numbers[k++] = r.ts;
+      ids[k] = r.msgId;
+      numbers[k++] = json.length;
+      text += json;
     }
+    const batch: ThreadTelemetryBatch = { ids, numbers, text };
     return this.request({ op: 'telemetry', rows: batch });
   }
 

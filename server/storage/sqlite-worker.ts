@@ -52,11 +52,12 @@ const RETURNING = /\breturning\b/i;
 
 interface Job {
   id: number;
-  /** Four entries per reading (sqlite-protocol.ts). */
+  /** The readings (sqlite-protocol.ts). */
   rows: ThreadTelemetryBatch;
-  /** Readings in it, and the next one to insert. */
+  /** Readings in it, the next one to insert, and where its data starts in `rows.text`. */
   count: number;
   pos: number;
+  offset: number;
   arrivedAt: number;
 }
 const jobs: Job[] = [];
@@ -388,13 +389,13 @@ const runSlice = () => {
       if (behind && mergeSlice(false)) stop = true;
       while (!stop && jobs.length > 0) {
         const job = jobs[0] as Job;
-        const b = job.rows;
+        const { ids, numbers, text } = job.rows;
         while (job.pos < job.count) {
-          const k = 4 * job.pos++;
-          const deviceId = b[k] as string;
-          const msgId = b[k + 1] as string | null;
-          const ts = b[k + 2] as number;
-          const data = b[k + 3] as string;
+          const k = 2 * job.pos++;
+          const deviceId = ids[k] as string;
+          const msgId = ids[k + 1] as string | null;
+          const ts = numbers[k]!;
+          const data = text.slice(job.offset, (job.offset += numbers[k + 1]!));
           waitingRows--;
           if (staged) stageRow(deviceId, msgId, ts, data);
           else insert.run(deviceId, msgId, ts, data, deviceId);
@@ -552,8 +553,8 @@ const handle = (m: Request) => {
   } else if (m.op === 'telemetry') {
     if (!checkpointer) startCheckpointer();
     if (jobs.length === 0) oldestWaitingAt = performance.now();
-    const count = m.rows.length >> 2;
-    jobs.push({ id: m.id, rows: m.rows, count, pos: 0, arrivedAt: performance.now() });
+    const count = m.rows.ids.length >> 1;
+    jobs.push({ id: m.id, rows: m.rows, count, pos: 0, offset: 0, arrivedAt: performance.now() });
     waitingRows += count;
     schedule();
   } else if (m.op === 'flush' || m.op === 'forget') {

@@ -44,6 +44,21 @@ describe('SQLite thread', () => {
     expect(d?.latestAt).toBe(1_000 + 29_999);
   });
 
+  test('when a batch mixes readings with and without message ids, empty, long and non-ASCII data, then each reading is stored as it was', async () => {
+    await storage.createDevice({ id: 'd2', name: 'd2', tokenHash: 'y' });
+    const batch: TelemetryRow[] = [
+      { deviceId: 'd1', msgId: null, ts: 1, data: {} },
+      { deviceId: 'd2', msgId: 'ü-1', ts: 2, data: { name: 'Θερμοκρασία', emoji: '🌡️', quote: 'a "b" \\ c' } },
+      { deviceId: 'd1', msgId: 'm-2', ts: 3, data: { long: 'y'.repeat(5_000), n: 1.5e-7 } },
+      { deviceId: 'd2', msgId: null, ts: 4, data: { nested: { a: [1, 2, { b: null }] } } },
+      { deviceId: 'd1', msgId: 'm-3', ts: 5, data: { last: true } },
+    ];
+    await storage.insertTelemetry(batch);
+    const history = async (id: string) => (await storage.telemetryHistory(id, 10)).sort((a, b) => a.ts - b.ts);
+    expect(await history('d1')).toEqual(batch.filter((r) => r.deviceId === 'd1').map((r) => ({ ts: r.ts, data: r.data })));
+    expect(await history('d2')).toEqual(batch.filter((r) => r.deviceId === 'd2').map((r) => ({ ts: r.ts, data: r.data })));
+  });
+
   test('when a batch is resent, then its rows are stored once', async () => {
     await storage.insertTelemetry(rows(100));
     await storage.insertTelemetry(rows(150));
