@@ -1,6 +1,6 @@
 /** Framing and encoding of device lines (server/devices/codec.ts), property-tested. */
 import fc from 'fast-check';
-import { decodeLine, encodeLine, LineSplitter, MAX_LINE_BYTES } from '../../server/devices/codec';
+import { decodeLine, encodeLine, encodeLines, LineSplitter, MAX_LINE_BYTES } from '../../server/devices/codec';
 
 const jsonObject = fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => !['__proto__', 'constructor', 'prototype'].includes(k)), fc.oneof(fc.string(), fc.integer(), fc.boolean(), fc.constant(null)), { maxKeys: 6 });
 
@@ -109,6 +109,28 @@ describe('framing and codec', () => {
     expect(t.push(Buffer.concat([Buffer.alloc(MAX_LINE_BYTES, 0x41), Buffer.from('\r')]), (l) => lines.push(l))).toBe(true);
     expect(t.push(Buffer.from('\n'), (l) => lines.push(l))).toBe(true);
     expect(lines[0]!.length).toBe(MAX_LINE_BYTES);
+  });
+
+  test('when replies are encoded together, then each line is what Node makes of its message, whatever its length or characters', () => {
+    // Lengths 0–2 mod 3 (padding), any Unicode, batches small and large (past the encoder's scratch: the long way).
+    const message = fc.oneof(
+      fc.record({ type: fc.constant('stored'), id: fc.string({ maxLength: 70, unit: 'binary' }) }),
+      fc.record({ type: fc.constant('stored'), id: fc.string({ maxLength: 70, unit: 'grapheme' }) }),
+      jsonObject,
+    );
+    const lineOf = (m: object) => Buffer.from(JSON.stringify(m)).toString('base64') + '\n';
+    fc.assert(
+      fc.property(fc.array(message, { minLength: 1, maxLength: 40 }), (messages) => {
+        expect(encodeLines(messages, 'base64').toString('latin1')).toBe(messages.map(lineOf).join(''));
+        expect(encodeLines(messages, 'json').toString('utf8')).toBe(messages.map((m) => JSON.stringify(m) + '\n').join(''));
+      }),
+      { numRuns: 2000 },
+    );
+    const many = Array.from({ length: 1500 }, (_, i) => ({ type: 'stored', id: `m-${i}` }));
+    const big = Array.from({ length: 4 }, (_, i) => ({ type: 'stored', id: 'é'.repeat(10_000 + i) }));
+    // Fits the scratch by its characters, not by its UTF-8 bytes.
+    const nearly = [...big.slice(0, 3), { type: 'stored', id: 'é'.repeat(3_000) }];
+    for (const batch of [many, big, nearly]) expect(encodeLines(batch, 'base64').toString('latin1')).toBe(batch.map(lineOf).join(''));
   });
 
   test('replies are encoded in the device’s own encoding', () => {
