@@ -53,6 +53,8 @@ export const GROUP_MS = 100;
 export const GROUP_ROWS = 5000;
 /** Staged readings are moved into `telemetry` at most this long after the first of them… */
 export const MERGE_MS = 2000;
+/** The most characters of readings' data one telemetry message carries (V8's longest string is about 2^29). */
+export const MAX_BATCH_TEXT = 1 << 26;
 /** …or once this many are staged. */
 export const MERGE_ROWS = 40_000;
 /** How often the checkpointer copies the WAL into the file (a page changed many times meanwhile is copied once). */
@@ -136,20 +138,30 @@ export class SqliteThread {
 
   /** Resolves once every row is committed. */
   insertTelemetry(rows: ThreadTelemetryRow[]): Promise<void> {
-    const ids: (string | null)[] = new Array(rows.length * 2);
-    const numbers = new Float64Array(rows.length * 2);
+    const parts: Promise<void>[] = [];
+    let ids: (string | null)[] = new Array(rows.length * 2);
+    let numbers = new Float64Array(rows.length * 2);
     let text = '';
     let k = 0;
     for (const r of rows) {
       const json = r.json ?? JSON.stringify(r.data);
+      if (k > 0 && text.length + json.length > MAX_BATCH_TEXT) {
+        // A string has a length limit: a batch of long readings crosses in parts, in order.
+        parts.push(this.request({ op: 'telemetry', rows: { ids: ids.slice(0, k), numbers: numbers.slice(0, k), text } }));
+        ids = new Array(ids.length - k);
+        numbers = new Float64Array(numbers.length - k);
+        text = '';
+        k = 0;
+      }
       ids[k] = r.deviceId;
       numbers[k++] = r.ts;
       ids[k] = r.msgId;
       numbers[k++] = json.length;
       text += json;
     }
-    const batch: ThreadTelemetryBatch = { ids, numbers, text };
-    return this.request({ op: 'telemetry', rows: batch });
+    const batch: ThreadTelemetryBatch = { ids: k === ids.length ? ids : ids.slice(0, k), numbers: k === numbers.length ? numbers : numbers.slice(0, k), text };
+    parts.push(this.request({ op: 'telemetry', rows: batch }));
+    return parts.length === 1 ? parts[0]! : Promise.all(parts).then(() => undefined);
   }
 
   /** Moves a device's staged readings (every device's without one) into `telemetry`: before reading it. */

@@ -59,6 +59,18 @@ describe('SQLite thread', () => {
     expect(await history('d2')).toEqual(batch.filter((r) => r.deviceId === 'd2').map((r) => ({ ts: r.ts, data: r.data })));
   });
 
+  test('when a batch carries more data than one message to the thread takes (MAX_BATCH_TEXT), then it crosses in parts and every reading is stored as it was', async () => {
+    const { MAX_BATCH_TEXT } = await import('../../server/storage/sqlite-thread');
+    const pad = 'x'.repeat(14_000);
+    const n = Math.ceil(MAX_BATCH_TEXT / pad.length) + 200;
+    const batch: TelemetryRow[] = Array.from({ length: n }, (_, i) => ({ deviceId: 'd1', msgId: i % 2 ? `big-${i}` : null, ts: 10_000 + i, data: { i, pad } }));
+    await storage.insertTelemetry(batch);
+    expect(await storage.countTelemetry('d1')).toBe(n);
+    const newest = await storage.telemetryHistory('d1', 3);
+    expect(newest.map((p) => p.data.i).sort()).toEqual([n - 3, n - 2, n - 1].sort());
+    expect(newest.every((p) => p.data.pad === pad)).toBe(true);
+  }, 60_000);
+
   test('when a batch is resent, then its rows are stored once', async () => {
     await storage.insertTelemetry(rows(100));
     await storage.insertTelemetry(rows(150));

@@ -18,6 +18,13 @@ const TLS_HANDSHAKE_RECORD = 0x16;
 const END_GRACE_MS = 2000;
 
 /**
+ * What a paused connection that reads into the shared buffer goes on reading (copied) before it
+ * stops: so that a device that closes while paused is noticed, as a paused stream's own buffer
+ * (16 KiB) let it be.
+ */
+const HOLD_WHILE_PAUSED_BYTES = 16 * 1024;
+
+/**
  * The one buffer every plain TCP device connection reads into (readIntoSharedBuffer). What is in it
  * is only valid during the callback it is handed to: the line splitter copies an unfinished line
  * out of it, and a session copies a line it keeps for later.
@@ -67,6 +74,12 @@ export class TcpLink implements DeviceLink {
   private outBytes = 0;
   private closing = false;
   private discarded = 0;
+  /** Reads into the shared buffer (readIntoSharedBuffer) rather than 'data' events. */
+  private readonly shared: boolean;
+  /** Paused by the session; with the shared buffer, what arrives meanwhile is held (`held`). */
+  private paused = false;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
 
   constructor(
     readonly socket: net.Socket,
@@ -78,14 +91,16 @@ export class TcpLink implements DeviceLink {
   ) {
     this.remoteAddress = remoteAddressOf(socket);
     socket.setNoDelay(true);
-    const onData = (chunk: Buffer) => this.onData(chunk);
-    if (!sharedBuffer || !readIntoSharedBuffer(socket, onData)) socket.on('data', onData);
+    this.shared = sharedBuffer && readIntoSharedBuffer(socket, (chunk) => (this.paused ? this.hold(chunk) : this.onData(chunk)));
+    if (!this.shared) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', () => {});
     socket.on('close', () => {
       this.closing = true;
       this.outQueue = [];
       this.outBytes = 0;
+      this.held = [];
+      this.heldBytes = 0;
       this.session?.linkClosed();
     });
   }
@@ -121,11 +136,31 @@ export class TcpLink implements DeviceLink {
   }
 
   pause(): void {
-    this.socket.pause();
+    // A socket reading into the shared buffer would stop reading at once, and so not see the
+    // device close: it goes on reading, held, up to HOLD_WHILE_PAUSED_BYTES.
+    if (this.shared) this.paused = true;
+    else this.socket.pause();
   }
 
   resume(): void {
-    if (!this.closing) this.socket.resume();
+    if (this.closing) return;
+    if (this.shared) {
+      this.paused = false;
+      // What came while paused goes first, in order; the session may pause again meanwhile.
+      while (this.held.length > 0 && !this.paused && !this.closing) {
+        const chunk = this.held.shift()!;
+        this.heldBytes -= chunk.length;
+        this.onData(chunk);
+      }
+      if (this.paused) return;
+    }
+    this.socket.resume();
+  }
+
+  private hold(chunk: Buffer): void {
+    this.held.push(Buffer.from(chunk));
+    this.heldBytes += chunk.length;
+    if (this.heldBytes >= HOLD_WHILE_PAUSED_BYTES) this.socket.pause();
   }
 
   end(_reason: string): void {

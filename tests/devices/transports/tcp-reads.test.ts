@@ -84,6 +84,55 @@ describe('lines read through the shared buffer', () => {
     server = await startServer();
   });
 
+  /** Makes storage look saturated (so sessions pause reading) until the returned function is called. */
+  function saturate(s: TestServer): () => void {
+    let full = true;
+    const writer = s.app.writer;
+    Object.defineProperty(writer, 'full', { get: () => full, configurable: true });
+    // Commits still drain the queue; paused sessions stay paused until release.
+    const core = s.app.core as unknown as { resumePaused(): void };
+    const resumePaused = core.resumePaused;
+    core.resumePaused = function (this: unknown) {
+      if (!full) resumePaused.call(this);
+    };
+    return () => {
+      full = false;
+      writer.emit('drain');
+    };
+  }
+
+  test('when a device paused for storage closes its connection, then its session ends at once, as before the shared buffer', async () => {
+    const { token } = await addDevice(server, 'esp-paused');
+    const d = await RawDevice.hello(server.devicePort, 'esp-paused', token);
+    const release = saturate(server);
+    try {
+      d.send({ type: 'telemetry', id: 'p-1', data: { a: 1 } });
+      await d.next((m) => m.type === 'stored' && m.id === 'p-1');
+      expect(server.app.core.connectionCount).toBe(1);
+      d.close();
+      const end = Date.now() + 1000;
+      while (server.app.core.connectionCount > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(server.app.core.connectionCount).toBe(0);
+    } finally {
+      release();
+    }
+  });
+
+  test('when a paused device keeps sending, then what it sent meanwhile is handled in order once storage catches up', async () => {
+    const { token } = await addDevice(server, 'esp-held');
+    const d = await RawDevice.hello(server.devicePort, 'esp-held', token);
+    const release = saturate(server);
+    d.send({ type: 'telemetry', id: 'h-0', data: { i: 0 } });
+    await d.next((m) => m.type === 'stored' && m.id === 'h-0');
+    for (let i = 1; i <= 30; i++) d.send({ type: 'telemetry', id: `h-${i}`, data: { i } });
+    await new Promise((r) => setTimeout(r, 300));
+    release();
+    for (let i = 1; i <= 30; i++) await d.next((m) => m.type === 'stored' && m.id === `h-${i}`);
+    const stored = await db(server).telemetryHistory('esp-held', 50);
+    expect(stored.map((p) => p.data.i).sort((a, b) => (a as number) - (b as number))).toEqual(Array.from({ length: 31 }, (_, i) => i));
+    d.close();
+  });
+
   test('when lines wait for the token check while other devices keep sending, then each is stored as it was sent', async () => {
     const { token } = await addDevice(server, 'esp-wait');
     const others = await Promise.all(
