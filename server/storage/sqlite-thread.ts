@@ -159,7 +159,8 @@ export class SqliteThread {
       numbers[k++] = json.length;
       text += json;
     }
-    const batch: ThreadTelemetryBatch = { ids: k === ids.length ? ids : ids.slice(0, k), numbers: k === numbers.length ? numbers : numbers.slice(0, k), text };
+    // (Each part's arrays are sized to the rows left, so the last part fills its own.)
+    const batch: ThreadTelemetryBatch = { ids, numbers, text };
     parts.push(this.request({ op: 'telemetry', rows: batch }));
     return parts.length === 1 ? parts[0]! : Promise.all(parts).then(() => undefined);
   }
