@@ -1,8 +1,8 @@
 // The SQLite thread alone under a fleet's telemetry (bench/README.md, "The SQLite thread alone"):
 // 1,000 devices' readings sent to storage at fixed rates in batches every 20 ms, as the telemetry
-// writer sends them, and a click's two writes (the command insert, then the ack's update) every
-// 100 ms. Reports per rate: CPU of the whole process per row (the storage threads do nearly all
-// of it), how long a batch took to be committed, and how long each click write took.
+// writer sends them, and a click's storage work every 100 ms: the user's read, the command insert,
+// then the ack's update. Reports per rate: CPU of the whole process per row (the storage threads
+// do nearly all of it), how long a batch took to be committed, and how long each part of a click took.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,6 +31,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-storage-rate-'));
   const storage = await SqliteStorage.open(dir);
   try {
+    const user = (await storage.createUser({ username: 'bench', passwordHash: 'x', role: 'operator' }))!;
     for (let i = 0; i < devices; i++) await storage.createDevice({ id: `d${i}`, name: `d${i}`, tokenHash: 'x' });
     for (let done = 0; done < prefill; ) {
       const n = Math.min(5000, prefill - done);
@@ -42,7 +43,9 @@ async function main(): Promise<void> {
     for (const rate of rates) {
       const perBatch = Math.max(1, Math.round((rate * 20) / 1000));
       const commitMs: number[] = [];
+      const readMs: number[] = [];
       const insertMs: number[] = [];
+      const readInsertMs: number[] = [];
       const updateMs: number[] = [];
       const writes: Promise<unknown>[] = [];
       let rows = 0;
@@ -60,17 +63,21 @@ async function main(): Promise<void> {
           const id = `c${rate}-${cmd++}`;
           const now = Date.now();
           writes.push(
-            storage
-              .insertCommand({
+            (async () => {
+              const asked = performance.now();
+              await storage.getUserById(user.id);
+              const t0 = performance.now();
+              readMs.push(t0 - asked);
+              await storage.insertCommand({
                 id, deviceId: 'd1', action: 'togglerele', params: null, status: 'sent', result: null, error: null,
-                createdAt: now, updatedAt: now, expiresAt: now + 60_000, sentAt: now, sentBy: 'bench', sentByUserId: null,
-              })
-              .then(async () => {
-                const t1 = performance.now();
-                insertMs.push(t1 - sent);
-                await storage.updateCommand(id, ['sent'], { status: 'acked', updatedAt: Date.now() });
-                updateMs.push(performance.now() - t1);
-              }),
+                createdAt: now, updatedAt: now, expiresAt: now + 60_000, sentAt: now, sentBy: 'bench', sentByUserId: user.id,
+              });
+              const t1 = performance.now();
+              insertMs.push(t1 - t0);
+              readInsertMs.push(t1 - asked);
+              await storage.updateCommand(id, ['sent'], { status: 'acked', updatedAt: Date.now() });
+              updateMs.push(performance.now() - t1);
+            })(),
           );
         }
         next += 20;
@@ -85,7 +92,9 @@ async function main(): Promise<void> {
         cpu_us_per_row: Math.round(((cpu.user + cpu.system) / rows) * 10) / 10,
         cores: Math.round(((cpu.user + cpu.system) / 1000 / wall) * 100) / 100,
         commit_ms: { p50: pct(commitMs, 50), p99: pct(commitMs, 99), max: pct(commitMs, 100) },
+        click_user_read_ms: { p50: pct(readMs, 50), p99: pct(readMs, 99), max: pct(readMs, 100) },
         click_insert_ms: { p50: pct(insertMs, 50), p99: pct(insertMs, 99), max: pct(insertMs, 100) },
+        click_read_and_insert_ms: { p50: pct(readInsertMs, 50), p99: pct(readInsertMs, 99), max: pct(readInsertMs, 100) },
         click_update_ms: { p50: pct(updateMs, 50), p99: pct(updateMs, 99), max: pct(updateMs, 100) },
       });
       console.log(JSON.stringify(steps[steps.length - 1]));

@@ -71,7 +71,7 @@ function parseJson<T>(text: string | null): T | null {
   }
 }
 
-function toUser(r: Selectable<DB['users']>): User {
+export function toUser(r: Selectable<DB['users']>): User {
   return { id: Number(r.id), username: r.username, passwordHash: r.password_hash, role: r.role as Role, createdAt: Number(r.created_at) };
 }
 

@@ -7,8 +7,9 @@ export type { SqliteRunResult, ThreadTelemetryRow };
 /**
  * SQLite on its own thread. better-sqlite3 is synchronous: on the main thread a 500-row telemetry
  * commit blocked the event loop for 15–30 ms, and that was directly the p99 of everything else
- * (dashboard latency, command round trips). Here one worker thread owns the only connection to the
- * file; the main thread sends it queries and telemetry batches as messages and never waits on disk.
+ * (dashboard latency, command round trips). Here one worker thread owns the only writing connection to the
+ * file; the main thread sends it queries and telemetry batches as messages and never waits on disk
+ * (except for one primary-key read of a user, on a read-only connection: sqlite-storage.ts).
  *
  * Inside the worker, telemetry is written in slices: one transaction of up to {@link SLICE_MS} ms
  * over as many queued batches as fit, and a transaction waits up to {@link GROUP_MS} ms for more

@@ -146,6 +146,29 @@ describe('SQLite thread', () => {
     storage = await SqliteStorage.open(dir);
   });
 
+  test('when a user is read (the click path), then it does not wait for a telemetry batch, sees what another process (the CLI) changed at once, and fails once closed', async () => {
+    const u = (await storage.createUser({ username: 'ann', passwordHash: 'h', role: 'operator' }))!;
+    const order: string[] = [];
+    const batch = storage.insertTelemetry(rows(30_000)).then(() => order.push('batch'));
+    await new Promise((r) => setImmediate(r));
+    expect((await storage.getUserById(u.id))?.role).toBe('operator');
+    order.push('user');
+    const other = await SqliteStorage.open(dir);
+    try {
+      await other.setUserRole(u.id, 'viewer');
+      expect((await storage.getUserById(u.id))?.role).toBe('viewer');
+      await other.deleteUser(u.id);
+      expect(await storage.getUserById(u.id)).toBeNull();
+    } finally {
+      await other.close();
+    }
+    await batch;
+    expect(order[0]).toBe('user');
+    await storage.close();
+    await expect(storage.getUserById(u.id)).rejects.toThrow();
+    storage = await SqliteStorage.open(dir);
+  });
+
   test('when telemetry keeps coming, then the checkpointer copies the WAL into the database file and has it rewound, so the WAL stays small', async () => {
     await storage.close();
     // Small thresholds, so a few MB of telemetry go through several hold-and-rewind rounds.
