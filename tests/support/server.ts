@@ -186,6 +186,9 @@ export async function login(server: TestServer, username: string, password: stri
   const jar = new CookieJar();
   const res = await postForm(server.baseUrl, '/login', '/login', { username, password }, jar);
   if (res.status !== 303) throw new Error(`login failed with status ${res.status}`);
+  // The response's last bytes wait for the session to be saved (express-session): read them, so a
+  // test that then edits the session through its own connection is not overwritten by that save.
+  await res.arrayBuffer();
   return jar.header();
 }
 
