@@ -42,8 +42,8 @@ export class SqliteStorage extends KyselyStorage {
   /** Opens (creating if needed) `<dataDir>/sockpit.db` and runs the migrations. */
   static async open(dataDir: string, file = 'sockpit.db', threadOptions?: SqliteThreadOptions): Promise<SqliteStorage> {
     fs.mkdirSync(dataDir, { recursive: true });
-    const thread = new SqliteThread(path.join(dataDir, file), threadOptions);
-    const storage = new SqliteStorage(thread, path.join(dataDir, file));
+    const dbFile = path.join(dataDir, file);
+    const storage = new SqliteStorage(new SqliteThread(dbFile, threadOptions), dbFile);
     try {
       await storage.migrate();
     } catch (err) {
