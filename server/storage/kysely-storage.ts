@@ -174,18 +174,28 @@ export abstract class KyselyStorage implements Storage {
     return Number(r.n);
   }
 
+  /**
+   * Makes a transaction the only writer of users until it ends. SQLite has one writing connection,
+   * so its statements never interleave; a server engine overrides this.
+   */
+  protected async lockUsersTable(_tx: Kysely<DB>): Promise<void> {}
+
   async createUser(u: { username: string; passwordHash: string; role: Role }, onlyIfNoUsers = false): Promise<User | null> {
     const row = { username: u.username, password_hash: u.passwordHash, role: u.role, created_at: Date.now() };
     try {
       if (onlyIfNoUsers) {
-        // One statement, so two racing first-run setups cannot both create an owner.
-        const res = await sql<Selectable<DB['users']>>`
-          insert into users (username, password_hash, role, created_at)
-          select ${row.username}, ${row.password_hash}, ${row.role}, ${row.created_at}
-          where not exists (select 1 from users)
-          returning *`.execute(this.db);
-        const r = res.rows[0];
-        return r ? toUser(r) : null;
+        // Two racing first-run setups must not both create an owner: the check and the insert
+        // are one statement, inside a transaction that first takes the engine's lock on users.
+        return await this.db.transaction().execute(async (tx) => {
+          await this.lockUsersTable(tx);
+          const res = await sql<Selectable<DB['users']>>`
+            insert into users (username, password_hash, role, created_at)
+            select ${row.username}, ${row.password_hash}, ${row.role}, ${row.created_at}
+            where not exists (select 1 from users)
+            returning *`.execute(tx);
+          const r = res.rows[0];
+          return r ? toUser(r) : null;
+        });
       }
       const r = await this.db.insertInto('users').values(row).returningAll().executeTakeFirstOrThrow();
       return toUser(r);

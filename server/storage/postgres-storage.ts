@@ -37,6 +37,14 @@ export class PostgresStorage extends KyselyStorage {
     return storage;
   }
 
+  /**
+   * Under READ COMMITTED two transactions can both see no user and both insert one; this lock
+   * conflicts with itself and with every insert, so the second waits and then sees the first's row.
+   */
+  protected override async lockUsersTable(tx: Kysely<DB>): Promise<void> {
+    await sql`LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE`.execute(tx);
+  }
+
   async insertTelemetry(rows: TelemetryRow[]): Promise<void> {
     if (rows.length === 0) return;
     const latest = [...latestPerDevice(rows).values()];
