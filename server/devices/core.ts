@@ -350,7 +350,10 @@ export class DeviceCore implements SessionServices, LiveDevices {
   }
 
   private resumePaused(): void {
-    for (const s of this.paused) s.resume();
+    // Emptied first: a session hands over what it held while paused as it resumes, and may find
+    // storage saturated again and pause (joining `paused` anew) before this loop is done.
+    const paused = [...this.paused];
     this.paused.clear();
+    for (const s of paused) s.resume();
   }
 }

@@ -84,8 +84,12 @@ describe('lines read through the shared buffer', () => {
     server = await startServer();
   });
 
-  /** Makes storage look saturated (so sessions pause reading) until the returned function is called. */
-  function saturate(s: TestServer): () => void {
+  /**
+   * Makes storage look saturated (so sessions pause reading) until the returned function is called.
+   * `drainStillFull` resumes the paused sessions once while storage stays saturated, as when a
+   * drain is followed at once by another backlog.
+   */
+  function saturate(s: TestServer): (() => void) & { drainStillFull(): void } {
     let full = true;
     const writer = s.app.writer;
     Object.defineProperty(writer, 'full', { get: () => full, configurable: true });
@@ -95,10 +99,11 @@ describe('lines read through the shared buffer', () => {
     core.resumePaused = function (this: unknown) {
       if (!full) resumePaused.call(this);
     };
-    return () => {
+    const release = () => {
       full = false;
       writer.emit('drain');
     };
+    return Object.assign(release, { drainStillFull: () => resumePaused.call(core) });
   }
 
   test('when a device paused for storage closes its connection, then its session ends at once, as before the shared buffer', async () => {
@@ -130,6 +135,24 @@ describe('lines read through the shared buffer', () => {
     for (let i = 1; i <= 30; i++) await d.next((m) => m.type === 'stored' && m.id === `h-${i}`);
     const stored = await db(server).telemetryHistory('esp-held', 50);
     expect(stored.map((p) => p.data.i).sort((a, b) => (a as number) - (b as number))).toEqual(Array.from({ length: 31 }, (_, i) => i));
+    d.close();
+  });
+
+  test('when a paused device is resumed and what it sent meanwhile fills storage again, then it is resumed with the others once storage catches up', async () => {
+    const { token } = await addDevice(server, 'esp-again');
+    const d = await RawDevice.hello(server.devicePort, 'esp-again', token);
+    const release = saturate(server);
+    d.send({ type: 'telemetry', id: 'a-0', data: { i: 0 } });
+    await d.next((m) => m.type === 'stored' && m.id === 'a-0');
+    for (let i = 1; i <= 5; i++) d.send({ type: 'telemetry', id: `a-${i}`, data: { i } });
+    await new Promise((r) => setTimeout(r, 300));
+    // Its held lines are handed over on resume; the first finds storage saturated and pauses it again.
+    release.drainStillFull();
+    await d.next((m) => m.type === 'stored' && m.id === 'a-1');
+    d.send({ type: 'telemetry', id: 'a-6', data: { i: 6 } });
+    await new Promise((r) => setTimeout(r, 300));
+    release();
+    for (let i = 2; i <= 6; i++) await d.next((m) => m.type === 'stored' && m.id === `a-${i}`);
     d.close();
   });
 
