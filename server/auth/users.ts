@@ -1,4 +1,4 @@
-import { DuplicateError, Role, ROLES, Storage, User } from '../storage';
+import { DuplicateError, LastAdminError, Role, ROLES, Storage, User } from '../storage';
 import { InputError } from '../devices/admin';
 import { hashPassword, passwordProblem, usernameProblem } from './passwords';
 
@@ -27,22 +27,23 @@ async function mustGet(storage: Storage, username: string): Promise<User> {
   return u;
 }
 
-/** Refuses to leave the system without an admin. */
-async function keepAnAdmin(storage: Storage, user: User, newRole: Role | null): Promise<void> {
-  if (user.role === 'admin' && newRole !== 'admin' && (await storage.countAdmins()) <= 1) {
-    throw new InputError('sockpit needs at least one admin; make another user admin first.');
+/** Runs a role change or removal that storage refuses when it would leave the system without an admin. */
+async function keepingAnAdmin(change: Promise<boolean>): Promise<void> {
+  try {
+    await change;
+  } catch (err) {
+    if (err instanceof LastAdminError) throw new InputError('sockpit needs at least one admin; make another user admin first.');
+    throw err;
   }
 }
 
 export async function setRole(storage: Storage, user: User, role: string): Promise<void> {
   const r = parseRole(role);
-  await keepAnAdmin(storage, user, r);
-  await storage.setUserRole(user.id, r);
+  await keepingAnAdmin(storage.setUserRole(user.id, r, true));
 }
 
 export async function removeUser(storage: Storage, user: User): Promise<void> {
-  await keepAnAdmin(storage, user, null);
-  await storage.deleteUser(user.id);
+  await keepingAnAdmin(storage.deleteUser(user.id, true));
 }
 
 export async function setPassword(storage: Storage, username: string, password: string, rounds: number): Promise<void> {

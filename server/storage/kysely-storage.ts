@@ -7,6 +7,7 @@ import {
   CommandStatus,
   Device,
   DuplicateError,
+  LastAdminError,
   Role,
   Storage,
   TelemetryPoint,
@@ -219,9 +220,37 @@ export abstract class KyselyStorage implements Storage {
     return (await this.db.selectFrom('users').selectAll().orderBy('username').execute()).map(toUser);
   }
 
-  async setUserRole(id: number, role: Role): Promise<boolean> {
-    const r = await this.db.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+  async setUserRole(id: number, role: Role, keepAnAdmin = false): Promise<boolean> {
+    if (!keepAnAdmin || role === 'admin') {
+      const r = await this.db.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    }
+    return this.withAdminKept(id, async (tx) => {
+      const r = await tx.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    });
+  }
+
+  /**
+   * Runs a change that takes user `id` out of the admins, unless it is the last admin
+   * (LastAdminError). Under the users lock, so that two such changes cannot both pass the check.
+   */
+  private withAdminKept(id: number, change: (tx: Kysely<DB>) => Promise<boolean>): Promise<boolean> {
+    return this.db.transaction().execute(async (tx) => {
+      await this.lockUsersTable(tx);
+      const user = await tx.selectFrom('users').select('role').where('id', '=', id).executeTakeFirst();
+      if (!user) return false;
+      if (user.role === 'admin') {
+        const others = await tx
+          .selectFrom('users')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('role', '=', 'admin')
+          .where('id', '!=', id)
+          .executeTakeFirstOrThrow();
+        if (Number(others.n) === 0) throw new LastAdminError();
+      }
+      return change(tx);
+    });
   }
 
   async setUserPassword(id: number, passwordHash: string): Promise<boolean> {
@@ -229,9 +258,9 @@ export abstract class KyselyStorage implements Storage {
     return Number(r.numUpdatedRows) > 0;
   }
 
-  async deleteUser(id: number): Promise<boolean> {
-    const r = await this.db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
-    return Number(r.numDeletedRows) > 0;
+  async deleteUser(id: number, keepAnAdmin = false): Promise<boolean> {
+    const remove = async (db: Kysely<DB>) => Number((await db.deleteFrom('users').where('id', '=', id).executeTakeFirst()).numDeletedRows) > 0;
+    return keepAnAdmin ? this.withAdminKept(id, remove) : remove(this.db);
   }
 
   async createDevice(d: { id: string; name: string; tokenHash: string }): Promise<Device> {

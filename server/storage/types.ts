@@ -76,6 +76,14 @@ export interface TelemetryRange {
 
 export type CommandPatch = Partial<Pick<Command, 'status' | 'result' | 'error' | 'sentAt'>> & { updatedAt: number };
 
+/** A role change or removal that would leave no admin, refused (`keepAnAdmin`). */
+export class LastAdminError extends Error {
+  constructor() {
+    super('sockpit needs at least one admin');
+    this.name = 'LastAdminError';
+  }
+}
+
 export class DuplicateError extends Error {
   constructor(what: string) {
     super(`${what} already exists`);
@@ -102,9 +110,15 @@ export interface Storage {
   getUserByName(username: string): Promise<User | null>;
   getUserById(id: number): Promise<User | null>;
   listUsers(): Promise<User[]>;
-  setUserRole(id: number, role: Role): Promise<boolean>;
+  /**
+   * False when there is no such user. With `keepAnAdmin`, a change that would leave no admin
+   * throws LastAdminError; the check and the change are one step, so two admins demoting each
+   * other at once leave one admin.
+   */
+  setUserRole(id: number, role: Role, keepAnAdmin?: boolean): Promise<boolean>;
   setUserPassword(id: number, passwordHash: string): Promise<boolean>;
-  deleteUser(id: number): Promise<boolean>;
+  /** As setUserRole: false when there is no such user; with `keepAnAdmin`, LastAdminError for the last admin. */
+  deleteUser(id: number, keepAnAdmin?: boolean): Promise<boolean>;
   countAdmins(): Promise<number>;
 
   createDevice(d: { id: string; name: string; tokenHash: string }): Promise<Device>;

@@ -6,7 +6,7 @@
  *
  * A new engine passes when `storageContract('its name', open)` passes.
  */
-import { Command, CommandStatus, DuplicateError, Storage, TelemetryRow } from '../../server/storage';
+import { Command, CommandStatus, DuplicateError, LastAdminError, Storage, TelemetryRow } from '../../server/storage';
 
 const T0 = 1_700_000_000_000;
 
@@ -101,6 +101,35 @@ export function storageContract(engine: 'sqlite' | 'postgres', open: () => Promi
         expect(await s.deleteUser(u.id)).toBe(false);
         expect(await s.setUserRole(u.id, 'admin')).toBe(false);
         expect(await s.setUserPassword(u.id, 'h3')).toBe(false);
+      });
+
+      test('when the last admin would be demoted or deleted with keepAnAdmin, then it is refused; others change as usual', async () => {
+        const a = (await s.createUser({ username: 'ann', passwordHash: 'h', role: 'admin' }))!;
+        const v = (await s.createUser({ username: 'val', passwordHash: 'h', role: 'viewer' }))!;
+        await expect(s.setUserRole(a.id, 'operator', true)).rejects.toBeInstanceOf(LastAdminError);
+        await expect(s.deleteUser(a.id, true)).rejects.toBeInstanceOf(LastAdminError);
+        expect(await s.getUserById(a.id)).toMatchObject({ role: 'admin' });
+        expect(await s.setUserRole(a.id, 'admin', true)).toBe(true);
+        expect(await s.setUserRole(v.id, 'operator', true)).toBe(true);
+        expect(await s.deleteUser(v.id, true)).toBe(true);
+        expect(await s.setUserRole(v.id, 'viewer', true)).toBe(false);
+        expect(await s.deleteUser(v.id, true)).toBe(false);
+      });
+
+      test('when two admins demote or delete each other at once with keepAnAdmin, then one admin is left', async () => {
+        // The race is narrow, so it is run many times over.
+        for (let round = 0; round < 25; round++) {
+          for (const u of await s.listUsers()) await s.deleteUser(u.id);
+          const a = (await s.createUser({ username: 'ann', passwordHash: 'h', role: 'admin' }))!;
+          const b = (await s.createUser({ username: 'bob', passwordHash: 'h', role: 'admin' }))!;
+          const results = await Promise.allSettled([
+            round % 2 === 0 ? s.setUserRole(a.id, 'viewer', true) : s.deleteUser(a.id, true),
+            s.setUserRole(b.id, 'operator', true),
+          ]);
+          expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+          expect(results.find((r) => r.status === 'rejected')).toMatchObject({ reason: expect.any(LastAdminError) });
+          expect(await s.countAdmins()).toBe(1);
+        }
       });
     });
 
