@@ -349,13 +349,6 @@ export class MqttClientLink implements ClientLink {
     private readonly handlers: LinkHandlers,
     private readonly id: string,
   ) {
-    client.on('message', (topic, payload) => {
-      if (topic !== `sockpit/${id}/commands`) return;
-      handlers.line?.(payload);
-      const d = decodeLine(payload);
-      if (d.ok) handlers.message(d.message);
-      else handlers.undecodable?.(d.error, d.detail);
-    });
     client.on('close', () => {
       if (this.ended) return;
       this.ended = true;
@@ -380,6 +373,19 @@ export class MqttClientLink implements ClientLink {
         connectTimeout: 10_000,
       });
       let settled = false;
+      // The server holds commands until the device subscribes and sends them right after the
+      // SUBACK, often in the same read, which mqtt.js handles before the opener has this link: a
+      // command answered then had no link for its ack, and was lost. What comes before the link is
+      // handed over waits for the turn after (the opener's continuation runs first).
+      let early: [string, Buffer][] | null = [];
+      const deliver = (topic: string, payload: Buffer) => {
+        if (topic !== `sockpit/${o.id}/commands`) return;
+        handlers.line?.(payload);
+        const d = decodeLine(payload);
+        if (d.ok) handlers.message(d.message);
+        else handlers.undecodable?.(d.error, d.detail);
+      };
+      client.on('message', (topic, payload) => (early ? early.push([topic, payload]) : deliver(topic, payload)));
       client.once('connect', () => {
         // A device's messages are small and should leave at once (as on the other transports).
         (client.stream as net.Socket | undefined)?.setNoDelay?.(true);
@@ -389,7 +395,14 @@ export class MqttClientLink implements ClientLink {
           if (err) {
             client.end(true);
             reject(err);
-          } else resolve(new MqttClientLink(client, handlers, o.id));
+            return;
+          }
+          resolve(new MqttClientLink(client, handlers, o.id));
+          setImmediate(() => {
+            const waiting = early ?? [];
+            early = null;
+            for (const [topic, payload] of waiting) deliver(topic, payload);
+          });
         });
       });
       client.once('error', (err: Error & { code?: number | string }) => {
