@@ -57,7 +57,7 @@ export function authRoutes(deps: {
     const ip = req.ip ?? 'unknown';
     const render = (status: number, error: string) =>
       res.status(status).render('login', { title: 'Log in', user: null, csrfToken: csrfToken(req), error, username });
-    const wait = await throttle.check(username, ip);
+    const wait = await throttle.attempt(username, ip);
     if (wait > 0) {
       res.set('Retry-After', String(wait));
       return render(429, `Too many failed attempts. Try again in ${Math.ceil(wait / 60)} minute(s).`);
@@ -65,7 +65,6 @@ export function authRoutes(deps: {
     const user = username ? await storage.getUserByName(username) : null;
     const ok = await verifyPassword(password, user?.passwordHash ?? null, config.bcryptRounds);
     if (!user || !ok) {
-      await throttle.failed(username, ip);
       log.info({ user: username, ip }, 'login failed');
       return render(401, LOGIN_FAILED);
     }

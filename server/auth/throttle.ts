@@ -1,9 +1,13 @@
 import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 
 export interface LoginThrottle {
-  /** Seconds to wait before another attempt, or 0 when one is allowed. */
-  check(username: string, ip: string): Promise<number>;
-  failed(username: string, ip: string): Promise<void>;
+  /**
+   * Counts a login attempt before its password is checked; returns the seconds to wait before
+   * another attempt (the attempt is refused), or 0 when it may go on. Counting first, not after a
+   * failure, means parallel attempts cannot all pass a check made before any of them failed.
+   */
+  attempt(username: string, ip: string): Promise<number>;
+  /** The attempt succeeded: it does not count, and that address's failures for the user are forgotten. */
   succeeded(username: string, ip: string): Promise<void>;
 }
 
@@ -24,18 +28,21 @@ export function createLoginThrottle(
   const byUserIp = make({ keyPrefix: 'login_user_ip', points: perUserIpMax, duration: WINDOW_S });
   const byIp = make({ keyPrefix: 'login_ip', points: perUserIpMax * 10, duration: WINDOW_S });
   const key = (u: string, ip: string) => `${u.toLowerCase()}|${ip}`;
-  const wait = (r: RateLimiterRes | null, max: number) =>
-    r !== null && r.consumedPoints >= max ? Math.max(1, Math.ceil(r.msBeforeNext / 1000)) : 0;
   return {
-    async check(username, ip) {
-      const [a, b] = await Promise.all([byUserIp.get(key(username, ip)), byIp.get(ip)]);
-      return Math.max(wait(a, perUserIpMax), wait(b, perUserIpMax * 10));
-    },
-    async failed(username, ip) {
-      await Promise.all([byUserIp.penalty(key(username, ip), 1), byIp.penalty(ip, 1)]);
+    async attempt(username, ip) {
+      // Both are counted (a refused attempt too); rate-limiter-flexible's consume is atomic in
+      // memory and in Redis, and rejects with a RateLimiterRes once the points are used up.
+      const results = await Promise.allSettled([byUserIp.consume(key(username, ip)), byIp.consume(ip)]);
+      let wait = 0;
+      for (const r of results) {
+        if (r.status === 'fulfilled') continue;
+        if (!(r.reason instanceof RateLimiterRes)) throw r.reason;
+        wait = Math.max(wait, Math.max(1, Math.ceil(r.reason.msBeforeNext / 1000)));
+      }
+      return wait;
     },
     async succeeded(username, ip) {
-      await byUserIp.delete(key(username, ip));
+      await Promise.all([byUserIp.delete(key(username, ip)), byIp.reward(ip, 1)]);
     },
   };
 }

@@ -41,6 +41,36 @@ describe('5. brute force', () => {
     expect((await loginFrom(server, '198.51.100.7', 'owner', OWNER.password)).status).toBe(303);
   });
 
+  test('when one address sends many guesses at once, then no more than the limit are checked and the rest get 429', async () => {
+    const server = await startServer({ loginMaxAttempts: 3, trustProxy: true });
+    await createUserAndLogin(server, OWNER);
+    const ip = '203.0.113.77';
+    // Every form first (each with its own session and token), then all the posts together.
+    const forms = await Promise.all(
+      Array.from({ length: 12 }, async () => {
+        const jar = new CookieJar();
+        const get = await fetch(server.baseUrl + '/login', { headers: { 'x-forwarded-for': ip }, redirect: 'manual' });
+        jar.store(get);
+        return { jar, token: /name="_csrf" value="([^"]+)"/.exec(await get.text())![1]! };
+      }),
+    );
+    const statuses = await Promise.all(
+      forms.map(async ({ jar, token }, i) => {
+        const res = await fetch(server.baseUrl + '/login', {
+          method: 'POST',
+          headers: { cookie: jar.header(), 'x-forwarded-for': ip, 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ username: 'owner', password: `guess ${i}xx`, _csrf: token }).toString(),
+          redirect: 'manual',
+        });
+        await res.arrayBuffer();
+        return res.status;
+      }),
+    );
+    expect(statuses.filter((s) => s === 401)).toHaveLength(3);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(9);
+    expect((await loginFrom(server, ip, 'owner', OWNER.password)).status).toBe(429);
+  });
+
   test('when one address sprays many user names, then the per-address limit answers 429 even for a name it never tried', async () => {
     const server = await startServer({ loginMaxAttempts: 2, trustProxy: true });
     await createUserAndLogin(server, OWNER);
