@@ -296,10 +296,12 @@ export abstract class KyselyStorage implements Storage {
 
   async deleteDevice(id: string): Promise<boolean> {
     return this.db.transaction().execute(async (tx) => {
+      // The device's row first: a telemetry batch storing its readings holds that row locked
+      // (PostgreSQL), so this waits for it, and the deletes below then see what it stored.
+      const r = await tx.deleteFrom('devices').where('id', '=', id).executeTakeFirst();
       await this.deleteDeviceData(tx, id);
       await tx.deleteFrom('telemetry').where('device_id', '=', id).execute();
       await tx.deleteFrom('commands').where('device_id', '=', id).execute();
-      const r = await tx.deleteFrom('devices').where('id', '=', id).executeTakeFirst();
       return Number(r.numDeletedRows) > 0;
     });
   }

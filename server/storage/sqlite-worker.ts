@@ -294,7 +294,11 @@ const runSlice = () => {
     if (insert.run(nextId, deviceId, msgId, ts, data, deviceId, deviceId, msgId).changes === 0) return;
     current.add(part, nextId++, msgId);
   };
-  const update = prepare('UPDATE devices SET latest = ?, latest_at = ?, last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
+  // A device's latest reading never goes back to an older one (kysely-storage.ts, LATEST_IF_NEWER).
+  const update = prepare(
+    'UPDATE devices SET latest = CASE WHEN latest_at IS NULL OR latest_at <= @ts THEN @data ELSE latest END, ' +
+      'latest_at = max(coalesce(latest_at, @ts), @ts), last_seen = max(coalesce(last_seen, 0), @ts) WHERE id = @id',
+  );
   const until = performance.now() + sliceMs;
   // Every 8 rows the slice looks at its messages. More telemetry only joins the queue. A query that
   // only reads runs at once, inside this transaction, and the slice goes on. A query that writes (a
@@ -417,7 +421,7 @@ const runSlice = () => {
       }
       if (!polled && writes.length === 0) {
         for (const [deviceId, r] of pendingLatest) {
-          update.run(r.data, r.ts, r.ts, deviceId);
+          update.run({ ts: r.ts, data: r.data, id: deviceId });
           pendingLatest.delete(deviceId);
           if (yieldNow(++n)) {
             stop = true;
