@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { CommandService } from '../commands/service';
 import type { Broadcaster } from '../realtime/broadcast';
-import type { Storage, TelemetryRow } from '../storage';
+import { DuplicateError, type Storage, type TelemetryRow } from '../storage';
 import type { Pending, TelemetryWriter } from '../telemetry/writer';
 import { GOING_AWAY, stored } from './outbound';
 import type { Presence } from './presence';
@@ -226,8 +226,16 @@ export class DeviceCore implements SessionServices, LiveDevices {
     if (existing && !existing.tokenHash.startsWith(ANONYMOUS_PREFIX)) return null;
     // The token hash of an anonymous device matches no token, so a hello can never claim it.
     const tokenHash = existing?.tokenHash ?? `${ANONYMOUS_PREFIX}${hashToken(deviceId)}`;
-    if (!existing) await storage.createDevice({ id: deviceId, name: deviceId, tokenHash }).catch(() => {});
-    return tokenHash;
+    if (existing) return tokenHash;
+    try {
+      await storage.createDevice({ id: deviceId, name: deviceId, tokenHash });
+      return tokenHash;
+    } catch (err) {
+      if (!(err instanceof DuplicateError)) throw err;
+      // Added meanwhile (another anonymous connection of it, or an admin with a token): looked at again.
+      const now = await storage.getDevice(deviceId);
+      return now && now.tokenHash.startsWith(ANONYMOUS_PREFIX) ? now.tokenHash : null;
+    }
   }
 
   async ready(session: DeviceSession, firmware: string | null): Promise<void> {

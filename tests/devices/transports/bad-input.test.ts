@@ -429,4 +429,32 @@ describe('anonymous mode and devices that have a token', () => {
     expect(real.closed).toBe(false);
     expect(await db(server).countTelemetry('kitchen')).toBe(0);
   });
+
+  test('when a device is added with a token while a connection without one is being admitted under its name, then that connection is refused', async () => {
+    const server = await startServer({ allowAnonymousDevices: true });
+    const core = server.app.core as unknown as { admitAnonymous(id: string): Promise<string | null> };
+    const storage = server.app.storage;
+    const getDevice = storage.getDevice.bind(storage);
+    // The interleaving: the connection looks the name up, then the admin's add commits, then the
+    // connection's own add finds the name taken.
+    let raced = false;
+    storage.getDevice = async (id: string) => {
+      const found = await getDevice(id);
+      if (id === 'porch' && !raced) {
+        raced = true;
+        await addDevice(server, 'porch');
+      }
+      return found;
+    };
+    try {
+      expect(await core.admitAnonymous('porch')).toBeNull();
+      expect(raced).toBe(true);
+      // Two connections without a token racing for a new name are both let in, onto one device.
+      const [a, b] = await Promise.all([core.admitAnonymous('shed'), core.admitAnonymous('shed')]);
+      expect(a).not.toBeNull();
+      expect(b).toBe(a);
+    } finally {
+      storage.getDevice = getDevice;
+    }
+  });
 });
