@@ -30,16 +30,28 @@ export function createLoginThrottle(
   const key = (u: string, ip: string) => `${u.toLowerCase()}|${ip}`;
   return {
     async attempt(username, ip) {
-      // Both are counted (a refused attempt too); rate-limiter-flexible's consume is atomic in
-      // memory and in Redis, and rejects with a RateLimiterRes once the points are used up.
-      const results = await Promise.allSettled([byUserIp.consume(key(username, ip)), byIp.consume(ip)]);
-      let wait = 0;
-      for (const r of results) {
-        if (r.status === 'fulfilled') continue;
-        if (!(r.reason instanceof RateLimiterRes)) throw r.reason;
-        wait = Math.max(wait, Math.max(1, Math.ceil(r.reason.msBeforeNext / 1000)));
+      // rate-limiter-flexible's consume is atomic in memory and in Redis, and rejects with a
+      // RateLimiterRes once the points are used up. A refused attempt gives its points back: only
+      // attempts whose password is checked count, as before.
+      const refused = (err: unknown) => {
+        if (!(err instanceof RateLimiterRes)) throw err;
+        return Math.max(1, Math.ceil(err.msBeforeNext / 1000));
+      };
+      try {
+        await byIp.consume(ip);
+      } catch (err) {
+        const wait = refused(err);
+        await byIp.reward(ip, 1);
+        return wait;
       }
-      return wait;
+      try {
+        await byUserIp.consume(key(username, ip));
+      } catch (err) {
+        const wait = refused(err);
+        await Promise.all([byIp.reward(ip, 1), byUserIp.reward(key(username, ip), 1)]);
+        return wait;
+      }
+      return 0;
     },
     async succeeded(username, ip) {
       await Promise.all([byUserIp.delete(key(username, ip)), byIp.reward(ip, 1)]);

@@ -343,17 +343,33 @@ export function mqttTransport(options: MqttTransportOptions): ClientTransport {
 export class MqttClientLink implements ClientLink {
   readonly transport = 'mqtt';
   private ended = false;
+  /**
+   * Commands that came before the welcome, held until it (null after it). The server holds
+   * commands until the device subscribes and sends them right after the SUBACK, often in the same
+   * read, which mqtt.js handles before the opener even has this link: a command answered then had
+   * no link for its ack, and was lost. On the other transports the welcome comes first, so here too.
+   */
+  private early: [string, Buffer][] | null = [];
 
   private constructor(
     readonly client: mqtt.MqttClient,
     private readonly handlers: LinkHandlers,
     private readonly id: string,
   ) {
+    client.on('message', (topic, payload) => (this.early ? this.early.push([topic, payload]) : this.deliver(topic, payload)));
     client.on('close', () => {
       if (this.ended) return;
       this.ended = true;
       handlers.close();
     });
+  }
+
+  private deliver(topic: string, payload: Buffer): void {
+    if (topic !== `sockpit/${this.id}/commands`) return;
+    this.handlers.line?.(payload);
+    const d = decodeLine(payload);
+    if (d.ok) this.handlers.message(d.message);
+    else this.handlers.undecodable?.(d.error, d.detail);
   }
 
   static open(o: MqttTransportOptions & { host: string }, handlers: LinkHandlers): Promise<MqttClientLink> {
@@ -373,19 +389,8 @@ export class MqttClientLink implements ClientLink {
         connectTimeout: 10_000,
       });
       let settled = false;
-      // The server holds commands until the device subscribes and sends them right after the
-      // SUBACK, often in the same read, which mqtt.js handles before the opener has this link: a
-      // command answered then had no link for its ack, and was lost. What comes before the link is
-      // handed over waits for the turn after (the opener's continuation runs first).
-      let early: [string, Buffer][] | null = [];
-      const deliver = (topic: string, payload: Buffer) => {
-        if (topic !== `sockpit/${o.id}/commands`) return;
-        handlers.line?.(payload);
-        const d = decodeLine(payload);
-        if (d.ok) handlers.message(d.message);
-        else handlers.undecodable?.(d.error, d.detail);
-      };
-      client.on('message', (topic, payload) => (early ? early.push([topic, payload]) : deliver(topic, payload)));
+      // Listening from the start: a command may come in the same read as the SUBACK (`early`).
+      const link = new MqttClientLink(client, handlers, o.id);
       client.once('connect', () => {
         // A device's messages are small and should leave at once (as on the other transports).
         (client.stream as net.Socket | undefined)?.setNoDelay?.(true);
@@ -397,12 +402,7 @@ export class MqttClientLink implements ClientLink {
             reject(err);
             return;
           }
-          resolve(new MqttClientLink(client, handlers, o.id));
-          setImmediate(() => {
-            const waiting = early ?? [];
-            early = null;
-            for (const [topic, payload] of waiting) deliver(topic, payload);
-          });
+          resolve(link);
         });
       });
       client.once('error', (err: Error & { code?: number | string }) => {
@@ -415,7 +415,6 @@ export class MqttClientLink implements ClientLink {
           reject(err);
           return;
         }
-        const link = new MqttClientLink(client, handlers, o.id);
         resolve(link);
         setImmediate(() => {
           handlers.message({ type: 'error', error: code, detail: code === 'unauthorized' ? 'unknown device or wrong token' : 'server could not check the token' });
@@ -438,7 +437,12 @@ export class MqttClientLink implements ClientLink {
     const m = msg as Message;
     switch (m.type) {
       case 'hello':
-        setImmediate(() => this.handlers.message({ type: 'welcome', device: this.id, time: Date.now() }));
+        setImmediate(() => {
+          this.handlers.message({ type: 'welcome', device: this.id, time: Date.now() });
+          const early = this.early ?? [];
+          this.early = null;
+          for (const [topic, payload] of early) this.deliver(topic, payload);
+        });
         return true;
       case 'ping':
         setImmediate(() => this.handlers.message({ type: 'pong' }));

@@ -296,8 +296,11 @@ export abstract class KyselyStorage implements Storage {
 
   async deleteDevice(id: string): Promise<boolean> {
     return this.db.transaction().execute(async (tx) => {
-      // The device's row first: a telemetry batch storing its readings holds that row locked
-      // (PostgreSQL), so this waits for it, and the deletes below then see what it stored.
+      // The device's row first. On PostgreSQL a telemetry batch storing its readings holds that row
+      // locked (postgres-storage.ts), so this waits for the batch and the deletes below then see
+      // what it stored; a batch that comes later waits for this one and finds the device gone.
+      // (Deleting the readings first instead could deadlock with a batch resending one of them: its
+      // unique check would wait for this delete, and this for its lock.)
       const r = await tx.deleteFrom('devices').where('id', '=', id).executeTakeFirst();
       await this.deleteDeviceData(tx, id);
       await tx.deleteFrom('telemetry').where('device_id', '=', id).execute();

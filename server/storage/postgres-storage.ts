@@ -48,18 +48,22 @@ export class PostgresStorage extends KyselyStorage {
   async insertTelemetry(rows: TelemetryRow[]): Promise<void> {
     if (rows.length === 0) return;
     const latest = [...latestPerDevice(rows).values()];
-    const deviceIds = latest.map((r) => r.deviceId).sort();
+    const deviceIds = latest.map((r) => r.deviceId);
     await this.db.transaction().execute(async (tx) => {
-      // The batch's devices first, locked in one order: a device being deleted (deleteDevice
-      // deletes its row first) is waited for and then skipped, so none of its readings is left
-      // behind; and two batches updating the same devices cannot deadlock.
-      await sql`SELECT id FROM devices WHERE id = ANY(${deviceIds}::text[]) ORDER BY id FOR NO KEY UPDATE`.execute(tx);
+      // The batch's devices first, with a lock only a delete conflicts with (other batches do
+      // not wait): deleteDevice either waits for this batch and then removes what it stored, or
+      // this waits for the delete and the insert below finds the device gone. So none of a
+      // deleted device's readings is left behind.
+      await sql`SELECT id FROM devices WHERE id = ANY(${deviceIds}::text[]) ORDER BY id FOR KEY SHARE`.execute(tx);
       await sql`
         INSERT INTO telemetry (device_id, msg_id, ts, data)
         SELECT v.* FROM unnest(${rows.map((r) => r.deviceId)}::text[], ${rows.map((r) => r.msgId)}::text[],
                                ${rows.map((r) => r.ts)}::bigint[], ${rows.map((r) => r.json ?? JSON.stringify(r.data))}::text[]) AS v(device_id, msg_id, ts, data)
         WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = v.device_id)
         ON CONFLICT (device_id, msg_id) DO NOTHING`.execute(tx);
+      // The rows the update writes, locked in one order first: two batches of the same devices
+      // cannot deadlock (the update's own order is the plan's).
+      await sql`SELECT id FROM devices WHERE id = ANY(${deviceIds}::text[]) ORDER BY id FOR NO KEY UPDATE`.execute(tx);
       await sql`
         UPDATE devices d SET latest = CASE WHEN d.latest_at IS NULL OR d.latest_at <= v.ts THEN v.data ELSE d.latest END,
           latest_at = greatest(coalesce(d.latest_at, v.ts), v.ts), last_seen = greatest(coalesce(d.last_seen, 0), v.ts)

@@ -294,7 +294,7 @@ const runSlice = () => {
     if (insert.run(nextId, deviceId, msgId, ts, data, deviceId, deviceId, msgId).changes === 0) return;
     current.add(part, nextId++, msgId);
   };
-  // A device's latest reading never goes back to an older one (kysely-storage.ts, LATEST_IF_NEWER).
+  // A device's latest reading never goes back to an older one (as in postgres-storage.ts).
   const update = prepare(
     'UPDATE devices SET latest = CASE WHEN latest_at IS NULL OR latest_at <= @ts THEN @data ELSE latest END, ' +
       'latest_at = max(coalesce(latest_at, @ts), @ts), last_seen = max(coalesce(last_seen, 0), @ts) WHERE id = @id',

@@ -71,6 +71,16 @@ describe('5. brute force', () => {
     expect((await loginFrom(server, ip, 'owner', OWNER.password)).status).toBe(429);
   });
 
+  test('when an address keeps trying a user it is throttled for, then those refused tries do not use up its budget for other users', async () => {
+    const server = await startServer({ loginMaxAttempts: 2, trustProxy: true });
+    await createUserAndLogin(server, OWNER);
+    const ip = '203.0.113.88';
+    for (let i = 0; i < 2; i++) expect((await loginFrom(server, ip, 'owner', 'wrong password')).status).toBe(401);
+    // Per address the budget is 20; only the two checked attempts count.
+    for (let i = 0; i < 25; i++) expect((await loginFrom(server, ip, 'owner', 'wrong password')).status).toBe(429);
+    expect((await loginFrom(server, ip, 'someone', 'wrong password')).status).toBe(401);
+  });
+
   test('when one address sprays many user names, then the per-address limit answers 429 even for a name it never tried', async () => {
     const server = await startServer({ loginMaxAttempts: 2, trustProxy: true });
     await createUserAndLogin(server, OWNER);

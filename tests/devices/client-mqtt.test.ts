@@ -46,7 +46,7 @@ async function serverSendingWithSuback(command: object): Promise<{ port: number;
 }
 
 describe('the device client over MQTT', () => {
-  test('when a command arrives in the same read as the SUBACK (the server held it until the device subscribed), then it is run and acked', async () => {
+  test('when a command arrives in the same read as the SUBACK (the server held it until the device subscribed), then it is run after the welcome and acked', async () => {
     const { port, published } = await serverSendingWithSuback({ type: 'fromservertonode', id: 'cmd-1', action: 'togglerele' });
     const ran: string[] = [];
     const client = new DeviceClient({
@@ -56,6 +56,9 @@ describe('the device client over MQTT', () => {
       reconnect: false,
       keepaliveMs: 0,
       handlers: {
+        welcome: () => {
+          ran.push('welcome');
+        },
         command: (c) => {
           ran.push(c.id);
           return { ok: true, result: { relay: true } };
@@ -66,7 +69,8 @@ describe('the device client over MQTT', () => {
     await client.start();
     const end = Date.now() + 5000;
     while (!published.some((p) => p.topic === 'sockpit/esp-early/ack') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-    expect(ran).toEqual(['cmd-1']);
+    // As on the other transports, the welcome comes first.
+    expect(ran).toEqual(['welcome', 'cmd-1']);
     const ack = published.find((p) => p.topic === 'sockpit/esp-early/ack');
     expect(ack && JSON.parse(ack.payload.toString())).toEqual({ id: 'cmd-1', ok: true, result: { relay: true } });
   });
