@@ -187,6 +187,29 @@ const MOVE_STAGED =
  */
 const mergeRow = (id: number) => prepare(`${MOVE_STAGED} AND r.id = ?`).run(id);
 
+/** How many staged rows one statement moves (mergeRowsOf). */
+const MERGE_CHUNK = 64;
+const MOVE_CHUNK = `${MOVE_STAGED} AND r.id IN (${Array.from({ length: MERGE_CHUNK }, () => '?').join(',')})`;
+
+/**
+ * Moves staged rows (a device's, in id order) as mergeRow does, MERGE_CHUNK per statement: one
+ * statement a row cost as much again in statement overhead as the rows' own inserts
+ * (bench/README.md). A short last chunk repeats its last id (an IN list is a set).
+ */
+const mergeRowsOf = (ids: readonly number[]) => {
+  const stmt = prepare(MOVE_CHUNK);
+  const args = new Array<number>(MERGE_CHUNK);
+  for (let i = 0; i < ids.length; i += MERGE_CHUNK) {
+    const n = Math.min(MERGE_CHUNK, ids.length - i);
+    if (n === 1) {
+      mergeRow(ids[i]!);
+      continue;
+    }
+    for (let k = 0; k < MERGE_CHUNK; k++) args[k] = ids[i + Math.min(k, n - 1)]!;
+    stmt.run(args);
+  }
+};
+
 /** Whether a staged row is still in `telemetry_recent` (another process may have removed its device). */
 const stillStaged = (id: number) => prepare('SELECT 1 FROM telemetry_recent WHERE id = ?').get(id) !== undefined;
 
@@ -372,7 +395,7 @@ const runSlice = () => {
     let yielded = false;
     for (const [deviceId, part] of merging.devices) {
       if (part.unmerged.length === 0) continue;
-      for (const id of merging.take(deviceId)) mergeRow(id);
+      mergeRowsOf(merging.take(deviceId));
       if (performance.now() > mergeUntil) break;
       if (yieldNow(0)) {
         yielded = true;
@@ -516,7 +539,7 @@ const flush = (deviceId: string | undefined) => {
     endRoundIfDone();
     return;
   }
-  for (const round of [merging, current]) for (const deviceId of [...(round?.devices.keys() ?? [])]) for (const id of round!.take(deviceId)) mergeRow(id);
+  for (const round of [merging, current]) for (const deviceId of [...(round?.devices.keys() ?? [])]) mergeRowsOf(round!.take(deviceId));
   prepare('DELETE FROM telemetry_recent WHERE id < ?').run(nextId);
   merging = null;
   current = new Round();

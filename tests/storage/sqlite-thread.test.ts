@@ -225,10 +225,14 @@ describe('SQLite thread: readings staged in telemetry_recent, moved into telemet
 
   test('when the merge time has passed, then the staged readings are in telemetry and telemetry_recent is empty, without any reader asking', async () => {
     await reopen({ mergeMs: 100 });
-    await storage.insertTelemetry(rows(500));
+    await storage.createDevice({ id: 'd2', name: 'd2', tokenHash: 'x' });
+    // d1's rows are moved many to a statement (the last statement's short), d2's single one alone.
+    await storage.insertTelemetry([...rows(500), { deviceId: 'd2', msgId: 'only', ts: 5_000, data: { seq: 0 } }]);
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline && inFile(dir).recent > 0) await new Promise((r) => setTimeout(r, 50));
-    expect(inFile(dir)).toEqual({ telemetry: 500, recent: 0 });
+    expect(inFile(dir)).toEqual({ telemetry: 501, recent: 0 });
+    expect((await storage.telemetryHistory('d1', 1_000)).map((p) => p.data.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i));
+    expect((await storage.telemetryHistory('d2', 10)).map((p) => p.data)).toEqual([{ seq: 0 }]);
   });
 
   test('when a reading is resent while the first copy is staged, after it was moved, and after a restart, then it is stored once', async () => {
