@@ -107,7 +107,8 @@ export class CommandService {
       sentByUserId: input.user.id,
     };
     const sent: Command = { ...cmd, status: 'sent', sentAt: now };
-    await storage.insertCommand(here ? sent : cmd);
+    // (Removed meanwhile, even while connected here: it is being disconnected.)
+    if (!(await storage.insertCommand(here ? sent : cmd))) throw new NotFoundError(`no device "${input.deviceId}"`);
     delivery.counters.queued++;
     broadcast.command(cmd);
     broadcast.log(cmd.deviceId, 'info', `${cmd.sentBy} sent ${cmd.action}`);

@@ -443,25 +443,21 @@ export abstract class KyselyStorage implements Storage {
     await this.db.updateTable('api_keys').set({ last_used_at: lastUsedAt }).where('id', '=', id).execute();
   }
 
-  async insertCommand(c: Command): Promise<void> {
-    await this.db
-      .insertInto('commands')
-      .values({
-        id: c.id,
-        device_id: c.deviceId,
-        action: c.action,
-        params: c.params === null ? null : JSON.stringify(c.params),
-        status: c.status,
-        result: c.result === null || c.result === undefined ? null : JSON.stringify(c.result),
-        error: c.error,
-        created_at: c.createdAt,
-        updated_at: c.updatedAt,
-        expires_at: c.expiresAt,
-        sent_at: c.sentAt,
-        sent_by: c.sentBy,
-        sent_by_user_id: c.sentByUserId,
-      })
-      .execute();
+  /**
+   * What the device check in insertCommand locks: on PostgreSQL the device's row, so that a
+   * deleteDevice (which deletes that row first) waits for the command and then deletes it too.
+   */
+  protected readonly deviceKeyLock: string = '';
+
+  async insertCommand(c: Command): Promise<boolean> {
+    const res = await sql<{ id: string }>`
+      INSERT INTO commands (id, device_id, action, params, status, result, error, created_at, updated_at, expires_at, sent_at, sent_by, sent_by_user_id)
+      SELECT ${c.id}, ${c.deviceId}, ${c.action}, ${c.params === null ? null : JSON.stringify(c.params)}, ${c.status},
+             ${c.result === null || c.result === undefined ? null : JSON.stringify(c.result)}, ${c.error}, ${c.createdAt}, ${c.updatedAt},
+             ${c.expiresAt}, ${c.sentAt}, ${c.sentBy}, ${c.sentByUserId}
+      WHERE EXISTS (SELECT 1 FROM devices WHERE id = ${c.deviceId} ${sql.raw(this.deviceKeyLock)})
+      RETURNING id`.execute(this.db);
+    return res.rows.length > 0;
   }
 
   async getCommand(id: string): Promise<Command | null> {

@@ -8,6 +8,7 @@ const INT8_OID = 20;
 /** Storage on PostgreSQL (DATABASE_URL), for one or many instances. */
 export class PostgresStorage extends KyselyStorage {
   readonly kind = 'postgres' as const;
+  protected override readonly deviceKeyLock = 'FOR KEY SHARE';
 
   /** Connects and runs the migrations (serialised across instances by Kysely's migration lock). */
   static async open(databaseUrl: string): Promise<PostgresStorage> {

@@ -145,7 +145,11 @@ export interface Storage {
   /** The distinct top-level keys of the readings of a range, sorted; null when there are more than `maxKeys`. */
   telemetryKeys(deviceId: string, range: TelemetryRange, maxKeys: number): Promise<string[] | null>;
 
-  insertCommand(c: Command): Promise<void>;
+  /**
+   * Stores a new command; false (and nothing stored) when its device does not exist, also when it
+   * is removed at the same moment: a command never outlives its device's removal.
+   */
+  insertCommand(c: Command): Promise<boolean>;
   getCommand(id: string): Promise<Command | null>;
   /** Applies `patch` if the command is in one of `from` (and belongs to `deviceId`, when given); null otherwise. */
   updateCommand(id: string, from: readonly CommandStatus[], patch: CommandPatch, deviceId?: string): Promise<Command | null>;

@@ -172,6 +172,18 @@ export function storageContract(engine: 'sqlite' | 'postgres', open: () => Promi
         expect(await s.deleteDevice('gone')).toBe(false);
       });
 
+      test('when a device is deleted while commands for it are being stored, then none of them is left behind', async () => {
+        for (let round = 0; round < 20; round++) {
+          const id = `cmd-${round}`;
+          await s.createDevice({ id, name: id, tokenHash: 't' });
+          const inserts = Array.from({ length: 4 }, (_, i) => s.insertCommand(command(`${id}-c${i}`, id)));
+          const deleted = s.deleteDevice(id);
+          await Promise.all([...inserts, deleted]);
+          expect(await deleted).toBe(true);
+          expect(await s.listCommands(id, 10)).toEqual([]);
+        }
+      });
+
       test('when a device is deleted while batches of its telemetry are being stored, then none of its readings is left behind', async () => {
         // The race is narrow, so it is run many times over.
         for (let round = 0; round < 20; round++) {
@@ -253,9 +265,14 @@ export function storageContract(engine: 'sqlite' | 'postgres', open: () => Promi
         await s.createDevice({ id: 'd2', name: 'd2', tokenHash: 't' });
       });
 
+      test('when a command names a device that does not exist, then nothing is stored and it says so', async () => {
+        expect(await s.insertCommand(command('c-ghost', 'ghost'))).toBe(false);
+        expect(await s.getCommand('c-ghost')).toBeNull();
+      });
+
       test('when a command is stored, then it reads back as it was written', async () => {
         const c = command('c1', 'd1', { action: 'changesetting', params: { interval_ms: 1000 }, sentBy: 'ann', sentByUserId: 7 });
-        await s.insertCommand(c);
+        expect(await s.insertCommand(c)).toBe(true);
         expect(await s.getCommand('c1')).toEqual(c);
         expect(await s.getCommand('nope')).toBeNull();
       });
