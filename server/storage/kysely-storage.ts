@@ -221,14 +221,8 @@ export abstract class KyselyStorage implements Storage {
   }
 
   async setUserRole(id: number, role: Role, keepAnAdmin = false): Promise<boolean> {
-    if (!keepAnAdmin || role === 'admin') {
-      const r = await this.db.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst();
-      return Number(r.numUpdatedRows) > 0;
-    }
-    return this.withAdminKept(id, async (tx) => {
-      const r = await tx.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst();
-      return Number(r.numUpdatedRows) > 0;
-    });
+    const update = async (db: Kysely<DB>) => Number((await db.updateTable('users').set({ role }).where('id', '=', id).executeTakeFirst()).numUpdatedRows) > 0;
+    return keepAnAdmin && role !== 'admin' ? this.withAdminKept(id, update) : update(this.db);
   }
 
   /**

@@ -106,6 +106,16 @@ describe('lines read through the shared buffer', () => {
     return Object.assign(release, { drainStillFull: () => resumePaused.call(core) });
   }
 
+  /** A connected device whose first reading (`<prefix>-0`, data { i: 0 }) was stored with storage saturated: its session is paused. */
+  async function pausedDevice(id: string, prefix: string) {
+    const { token } = await addDevice(server, id);
+    const d = await RawDevice.hello(server.devicePort, id, token);
+    const release = saturate(server);
+    d.send({ type: 'telemetry', id: `${prefix}-0`, data: { i: 0 } });
+    await d.next((m) => m.type === 'stored' && m.id === `${prefix}-0`);
+    return { d, release };
+  }
+
   test('when a device paused for storage closes its connection, then its session ends at once, as before the shared buffer', async () => {
     const { token } = await addDevice(server, 'esp-paused');
     const d = await RawDevice.hello(server.devicePort, 'esp-paused', token);
@@ -124,11 +134,7 @@ describe('lines read through the shared buffer', () => {
   });
 
   test('when a paused device keeps sending, then what it sent meanwhile is handled in order once storage catches up', async () => {
-    const { token } = await addDevice(server, 'esp-held');
-    const d = await RawDevice.hello(server.devicePort, 'esp-held', token);
-    const release = saturate(server);
-    d.send({ type: 'telemetry', id: 'h-0', data: { i: 0 } });
-    await d.next((m) => m.type === 'stored' && m.id === 'h-0');
+    const { d, release } = await pausedDevice('esp-held', 'h');
     for (let i = 1; i <= 30; i++) d.send({ type: 'telemetry', id: `h-${i}`, data: { i } });
     await new Promise((r) => setTimeout(r, 300));
     release();
@@ -139,11 +145,7 @@ describe('lines read through the shared buffer', () => {
   });
 
   test('when a paused device is resumed and what it sent meanwhile fills storage again, then it is resumed with the others once storage catches up', async () => {
-    const { token } = await addDevice(server, 'esp-again');
-    const d = await RawDevice.hello(server.devicePort, 'esp-again', token);
-    const release = saturate(server);
-    d.send({ type: 'telemetry', id: 'a-0', data: { i: 0 } });
-    await d.next((m) => m.type === 'stored' && m.id === 'a-0');
+    const { d, release } = await pausedDevice('esp-again', 'a');
     for (let i = 1; i <= 5; i++) d.send({ type: 'telemetry', id: `a-${i}`, data: { i } });
     await new Promise((r) => setTimeout(r, 300));
     // Its held lines are handed over on resume; the first finds storage saturated and pauses it again.
