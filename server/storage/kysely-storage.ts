@@ -1,4 +1,4 @@
-import { Generated, Kysely, Migrator, Selectable, sql } from 'kysely';
+import { Generated, Kysely, Migrator, RawBuilder, Selectable, sql } from 'kysely';
 import { migrations } from './migrations';
 import {
   ApiKey,
@@ -304,7 +304,11 @@ export abstract class KyselyStorage implements Storage {
   }
 
   async markDeviceSeen(id: string, lastSeen: number, firmware?: string | null): Promise<void> {
-    const set: { last_seen: number; firmware?: string | null } = { last_seen: lastSeen };
+    // Never back to an earlier time: an instance that saw the device go offline may report after
+    // the one it reconnected to, and readings move last_seen forward too (insertTelemetry).
+    const set: { last_seen: RawBuilder<number>; firmware?: string | null } = {
+      last_seen: sql<number>`CASE WHEN last_seen IS NULL OR last_seen < ${lastSeen} THEN ${lastSeen} ELSE last_seen END`,
+    };
     if (firmware !== undefined) set.firmware = firmware;
     await this.db.updateTable('devices').set(set).where('id', '=', id).execute();
   }

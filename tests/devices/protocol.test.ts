@@ -139,6 +139,32 @@ describe('device line protocol', () => {
     d.close();
   });
 
+  test('when an anonymous device presents a token, then it is refused until an admin gives it one, and then it needs that token', async () => {
+    await server.close();
+    server = await startServer({ allowAnonymousDevices: true });
+    const first = await RawDevice.connect(server.devicePort);
+    // Its first line is a reading, not a hello: it is admitted as the device it names.
+    first.send({ type: 'telemetry', device: 'shed-1', id: 'r-1', data: { v: 1 } });
+    await first.next((m) => m.type === 'stored');
+    first.close();
+    await first.waitClosed();
+    // A hello cannot claim the device with a token of its own.
+    const claim = await RawDevice.connect(server.devicePort);
+    claim.send({ type: 'hello', device: 'shed-1', token: 'made-up' });
+    expect(await claim.next()).toMatchObject({ type: 'error', error: 'unauthorized' });
+    await claim.waitClosed();
+    // `npx sockpit device token shed-1` gives it one; from then on it is like any added device.
+    const { rotateDeviceToken } = await import('../../server/devices/admin');
+    const token = await rotateDeviceToken(db(server), 'shed-1');
+    const anon = await RawDevice.connect(server.devicePort);
+    anon.send({ type: 'telemetry', device: 'shed-1', id: 'r-2', data: { v: 2 } });
+    expect(await anon.next()).toMatchObject({ type: 'error', error: 'unauthorized' });
+    await anon.waitClosed();
+    const d = await RawDevice.hello(server.devicePort, 'shed-1', token);
+    expect((await db(server).telemetryHistory('shed-1', 10)).map((p) => p.data)).toEqual([{ v: 1 }]);
+    d.close();
+  });
+
   test('when many lines arrive in one chunk or one byte at a time, then each is answered', async () => {
     const { token } = await addDevice(server, 'esp-8');
     const d = await RawDevice.hello(server.devicePort, 'esp-8', token);

@@ -157,6 +157,17 @@ export function storageContract(engine: 'sqlite' | 'postgres', open: () => Promi
         await expect(s.markDeviceSeen('nope', T0)).resolves.toBeUndefined();
       });
 
+      test('when a device is marked seen at an earlier time than it was, then its last seen stays the later one', async () => {
+        // An instance that saw the device go offline may report after the one it reconnected to.
+        await s.createDevice({ id: 'd1', name: 'd1', tokenHash: 't1' });
+        await s.markDeviceSeen('d1', T0 + 100, 'fw/2');
+        await s.markDeviceSeen('d1', T0 + 50);
+        expect(await s.getDevice('d1')).toMatchObject({ lastSeen: T0 + 100, firmware: 'fw/2' });
+        await s.insertTelemetry([{ deviceId: 'd1', msgId: 'm1', ts: T0 + 200, data: { v: 1 } }]);
+        await s.markDeviceSeen('d1', T0 + 150, 'fw/3');
+        expect(await s.getDevice('d1')).toMatchObject({ lastSeen: T0 + 200, firmware: 'fw/3' });
+      });
+
       test('when a device is deleted, then its telemetry and commands go with it and other devices keep theirs', async () => {
         await s.createDevice({ id: 'gone', name: 'gone', tokenHash: 't' });
         await s.createDevice({ id: 'kept', name: 'kept', tokenHash: 't' });
