@@ -251,6 +251,8 @@ export class MqttTransport {
   private readonly identities = new WeakMap<Client, Identity>();
   private readonly links = new WeakMap<Client, MqttLink>();
   private readonly admissions = new Map<Client, Admission>();
+  /** The client id each CONNECT gave (aedes makes one up for an empty id before authenticate sees it). */
+  private readonly givenClientIds = new WeakMap<Client, string>();
 
   private constructor(
     private readonly core: DeviceCore,
@@ -278,6 +280,10 @@ export class MqttTransport {
     const broker = await Aedes.createBroker({
       connectTimeout: CONNECT_TIMEOUT_MS,
       drainTimeout: opts.drainTimeoutMs,
+      preConnect: (client, packet, cb) => {
+        transport!.givenClientIds.set(client, packet.clientId ?? '');
+        cb(null, true);
+      },
       authenticate: (client, username, password, cb) => void transport!.authenticate(client, username, password, cb),
       authorizePublish: (client, packet, cb) => transport!.authorizePublish(client, packet, cb),
       authorizeSubscribe: (client, sub, cb) => {
@@ -338,13 +344,17 @@ export class MqttTransport {
     const token = password && password.length > 0 ? password.toString('utf8') : null;
     let deviceId: string | undefined;
     if (token !== null) deviceId = username;
-    else if (this.core.allowAnonymous) deviceId = username || client.id;
+    else if (this.core.allowAnonymous) deviceId = username || this.givenClientIds.get(client);
     else return refuse(5, 'not authorized');
     // The id names the device's topics, so it must be a valid topic level.
     if (!deviceId || !DEVICE_ID_RE.test(deviceId)) return token === null ? refuse(2, 'identifier rejected') : refuse(5, 'not authorized');
     const check = await this.core.checkHandshake(deviceId, token);
     if (!check.ok) return check.code === 'unavailable' ? refuse(3, 'server unavailable') : refuse(5, 'not authorized');
     this.identities.set(client, { deviceId, credential: check.credential });
+    // aedes keys a session, its takeover and its queued messages by client id alone. Each device's
+    // client ids are its own (docs/protocol.md, "MQTT"): two devices flashed with the same client
+    // id do not push each other off, and none gets another's persistent session or its commands.
+    (client as { id: string }).id = `${deviceId}/${client.id}`;
     cb(null, true);
   }
 

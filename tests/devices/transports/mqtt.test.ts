@@ -314,6 +314,53 @@ describe('MQTT devices, with the mqtt client', () => {
     socket.close();
   });
 
+  test('when two devices use the same client id, then neither pushes the other off, and neither gets the other\'s persistent session or commands', async () => {
+    const { server, socket } = await withDashboard();
+    const { token: ta } = await addDevice(server, 'mq-same-a');
+    const { token: tb } = await addDevice(server, 'mq-same-b');
+    // Firmware examples often hard-code one client id for every board.
+    const a = await RawMqtt.connect(server.mqttPort, { id: 'mq-same-a', token: ta, clientId: 'ESP8266Client', clean: false });
+    a.raw.subscribe(topics.commands('mq-same-a'));
+    expect(await a.raw.next((p) => p.cmd === 'suback')).toMatchObject({ granted: [1] });
+    const b = await RawMqtt.connect(server.mqttPort, { id: 'mq-same-b', token: tb, clientId: 'ESP8266Client', clean: false });
+    expect(b.returnCode).toBe(0);
+    await sleep(300);
+    expect(a.raw.closed).toBe(false);
+    const { devices } = await emitAck(socket, 'fleet:list', {});
+    expect(devices.filter((d: { id: string; online: boolean }) => d.id.startsWith('mq-same-') && d.online).map((d: { id: string }) => d.id).sort()).toEqual(['mq-same-a', 'mq-same-b']);
+    // A command for A reaches A only; A drops without its PUBACK, so its session keeps the command.
+    const res = await emitAck(socket, 'command:send', { deviceId: 'mq-same-a', action: 'changesetting', params: { secret: 'for-a' } });
+    expect(await a.raw.next((p) => p.cmd === 'publish')).toMatchObject({ topic: topics.commands('mq-same-a') });
+    a.raw.close();
+    b.raw.close();
+    await b.raw.waitClosed();
+    // B comes back with the same client id and a persistent session: it finds nothing of A's.
+    const b2 = await RawMqtt.open(server.mqttPort);
+    b2.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, keepalive: 60, clientId: 'ESP8266Client', username: 'mq-same-b', password: Buffer.from(tb) });
+    expect(await b2.next((p) => p.cmd === 'connack')).toMatchObject({ returnCode: 0, sessionPresent: false });
+    await sleep(500);
+    expect(b2.packets.filter((p) => p.cmd === 'publish')).toEqual([]);
+    // A's own session still holds its command.
+    const a2 = await RawMqtt.open(server.mqttPort);
+    a2.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, keepalive: 60, clientId: 'ESP8266Client', username: 'mq-same-a', password: Buffer.from(ta) });
+    expect(await a2.next((p) => p.cmd === 'connack')).toMatchObject({ returnCode: 0, sessionPresent: true });
+    const again = await a2.next((p) => p.cmd === 'publish');
+    expect(JSON.parse((again as { payload: Buffer }).payload.toString()).id).toBe(res.command.id);
+    a2.close();
+    b2.close();
+    socket.close();
+  });
+
+  test('with ALLOW_ANONYMOUS_DEVICES, a CONNECT with neither a username nor a client id is refused: identifier rejected (2)', async () => {
+    const { server, socket } = await withDashboard({ allowAnonymousDevices: true });
+    const raw = await RawMqtt.open(server.mqttPort);
+    raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60, clientId: '' });
+    expect(await raw.next((p) => p.cmd === 'connack')).toMatchObject({ returnCode: 2 });
+    await raw.waitClosed();
+    expect((await db(server).listDevices()).map((d) => d.id)).toEqual([]);
+    socket.close();
+  });
+
   test('when a device stays connected, then it is online from CONNECT to the end of the connection; a missed keepalive ends it, PINGREQs keep it', async () => {
     const { server, socket } = await withDashboard();
     server.app.core.limits.idleTimeoutMs = 1000; // MQTT's own keepalive decides, not the lines' idle timeout
