@@ -1,7 +1,6 @@
-import crypto from 'node:crypto';
 import express, { ErrorRequestHandler, Request, RequestHandler, Response, Router } from 'express';
 import type { z } from 'zod';
-import { csrfToken, roleAtLeast } from '../auth/session';
+import { csrfToken, roleAtLeast, sameCsrfToken } from '../auth/session';
 import { authenticateKey, KEY_PREFIX } from './keys';
 import { docsRoutes } from './docs';
 import { openApiDocument } from './openapi';
@@ -29,15 +28,6 @@ const KEY_PARAMS = new Set(['key', 'api_key', 'apikey', 'api-key', 'token', 'acc
 
 const run = (mw: RequestHandler, req: Request, res: Response) =>
   new Promise<void>((resolve, reject) => mw(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
-
-function sameToken(sent: unknown, expected: unknown): boolean {
-  return (
-    typeof sent === 'string' &&
-    typeof expected === 'string' &&
-    sent.length === expected.length &&
-    crypto.timingSafeEqual(Buffer.from(sent), Buffer.from(expected))
-  );
-}
 
 function issuesOf(where: string, err: z.ZodError): ProblemIssue[] {
   return err.issues.map((i) => ({ path: [where, ...i.path.map(String)].join('.'), message: i.message }));
@@ -94,7 +84,7 @@ export function apiRoutes(deps: ApiDeps): Router {
     await run(deps.sessionMiddleware, req, res);
     await run(deps.loadUser, req, res);
     if (!req.user) throw unauthorized('Log in, or send an API key as "Authorization: Bearer KEY".');
-    if (UNSAFE.has(req.method) && !sameToken(req.get('x-csrf-token'), req.session?.csrf)) {
+    if (UNSAFE.has(req.method) && !sameCsrfToken(req.get('x-csrf-token'), req.session?.csrf)) {
       throw new ProblemError(403, 'A request with the session cookie needs the page\'s CSRF token in the X-CSRF-Token header.');
     }
     return { user: req.user, role: req.user.role, via: 'session', keyId: null };

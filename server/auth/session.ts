@@ -70,16 +70,22 @@ export function csrfToken(req: Request): string {
   return req.session.csrf;
 }
 
+/**
+ * True when `sent` is the session's CSRF token, compared in constant time. The bytes are compared,
+ * not the characters: a token of other characters (é is one character but two bytes) is simply
+ * wrong, a 403, rather than a length mismatch that timingSafeEqual throws on.
+ */
+export function sameCsrfToken(sent: unknown, expected: unknown): boolean {
+  if (typeof sent !== 'string' || typeof expected !== 'string') return false;
+  const a = Buffer.from(sent, 'utf8');
+  const b = Buffer.from(expected, 'utf8');
+  return a.length === b.length && crypto.timingSafeEqual(a, b);
+}
+
 export function verifyCsrf(req: Request, res: Response, next: NextFunction): void {
   if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
   const sent = (req.body as Record<string, unknown> | undefined)?._csrf ?? req.get('x-csrf-token');
-  const expected = req.session?.csrf;
-  const ok =
-    typeof sent === 'string' &&
-    typeof expected === 'string' &&
-    sent.length === expected.length &&
-    crypto.timingSafeEqual(Buffer.from(sent), Buffer.from(expected));
-  if (ok) return next();
+  if (sameCsrfToken(sent, req.session?.csrf)) return next();
   res.status(403).render('error', { title: 'Form expired', status: 403, message: 'This form has expired. Go back, reload the page and try again.', user: req.user ?? null, csrfToken: csrfToken(req) });
 }
 

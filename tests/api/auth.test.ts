@@ -100,6 +100,16 @@ describe('the browser session', () => {
     expect((await api(server, '/api/v1/devices', { cookie: b.cookie, csrf: b.csrf, body: { id } })).status).toBe(201);
   });
 
+  test('when the X-CSRF-Token is non-ASCII (32 bytes of 0xE9), then it is 403, not a 500', async () => {
+    const b = await browser(server, 'operator');
+    const dev = await addDevice(server, uniq('csrf-bytes'));
+    // Sent as latin-1 bytes: 32 characters like the real token, but 64 bytes once read as UTF-8.
+    const token = '\u00e9'.repeat(32);
+    expectProblem(await api(server, `/api/v1/devices/${dev.id}/commands`, { cookie: b.cookie, csrf: token, body: { action: 'togglerele' } }), 403, /CSRF/);
+    expectProblem(await api(server, '/api/v1/keys', { cookie: b.cookie, csrf: token, body: { name: 'x', role: 'viewer' } }), 403, /CSRF/);
+    expect(await server.app.storage.listCommands(dev.id, 10)).toEqual([]);
+  });
+
   test('when the session\'s user is an operator, then the session gets the operator\'s rights', async () => {
     const b = await browser(server, 'operator');
     expectProblem(await api(server, '/api/v1/devices', { cookie: b.cookie, csrf: b.csrf, body: { id: uniq('op') } }), 403, /you are operator/);

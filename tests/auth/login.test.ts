@@ -258,6 +258,21 @@ describe('8. CSRF', () => {
     expect(await landing(server, '/', jar.header())).toBe('303 /login');
   });
 
+  test('when the login form\'s token is non-ASCII (é, 32 times), then it is refused with 403, not a 500', async () => {
+    const server = await startServer();
+    await createUserAndLogin(server, OWNER);
+    const jar = new CookieJar();
+    await csrfFrom(server.baseUrl, '/login', jar);
+    const res = await fetch(server.baseUrl + '/login', {
+      method: 'POST',
+      headers: { cookie: jar.header(), 'content-type': 'application/x-www-form-urlencoded' },
+      body: `username=owner&password=correct+horse&_csrf=${'%C3%A9'.repeat(32)}`,
+      redirect: 'manual',
+    });
+    await res.arrayBuffer();
+    expect(res.status).toBe(403);
+  });
+
   test('when the token is sent as a JSON field or the x-csrf-token header of the right session, then it is accepted', async () => {
     const server = await startServer();
     const jar = jarWith(await createUserAndLogin(server, OWNER));
