@@ -23,8 +23,21 @@ export interface ApiDeps extends OperationDeps {
 
 const BODY_LIMIT = '16kb';
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-/** Query parameters that look like credentials; a key in a URL ends up in proxy and browser logs. */
-const KEY_PARAMS = new Set(['key', 'api_key', 'apikey', 'api-key', 'token', 'access_token', 'bearer', 'authorization']);
+/**
+ * A word of a query parameter's name that names a credential (`api_key`, `X-Api-Key`, `auth_token`,
+ * `accessToken`, `password`, …): a credential in a URL ends up in proxy and browser logs
+ * (docs/api.md, "Authentication").
+ */
+const CREDENTIAL_WORD = /^(?:api|access|auth|refresh|id|client|session)?(?:keys?|tokens?|secrets?|pass|passwords?|passwd|pwd|auth|authori[sz]ation|bearer|credentials?|sessions?|sessionid|sid|jwt)$/;
+
+/** True when a query parameter's name, split into words (on `-`, `_`, `.`, brackets, camelCase), names a credential. */
+export function credentialName(name: string): boolean {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .some((word) => CREDENTIAL_WORD.test(word));
+}
 
 const run = (mw: RequestHandler, req: Request, res: Response) =>
   new Promise<void>((resolve, reject) => mw(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
@@ -54,7 +67,7 @@ export function apiRoutes(deps: ApiDeps): Router {
     if (wait > 0) return next(new ProblemError(429, `Too many requests from this address; try again in ${wait} s.`, { headers: { 'Retry-After': String(wait) } }));
     const q = new URL(req.originalUrl, 'http://x').searchParams;
     for (const [name, value] of q) {
-      if (KEY_PARAMS.has(name.toLowerCase()) || value.startsWith(KEY_PREFIX)) {
+      if (credentialName(name) || name.includes(KEY_PREFIX) || value.includes(KEY_PREFIX)) {
         // The path only: the query holds the key.
         log.warn({ method: req.method, path: req.path, ip: req.ip }, 'api: refused a credential in the URL');
         return next(new ProblemError(400, 'Credentials in the URL are refused (URLs end up in logs). Send the key as the header "Authorization: Bearer KEY".'));

@@ -69,11 +69,29 @@ describe('API keys', () => {
     ['?api_key=KEY', (k: string) => `?api_key=${k}`],
     ['?token=KEY', (k: string) => `?token=${k}`],
     ['a key under any name', (k: string) => `?x=${k}`],
+    ['a key after a space', (k: string) => `?x=%20${k}`],
+    ['a key after "Bearer "', (k: string) => `?auth=Bearer%20${k}`],
+    ['a key inside a value', (k: string) => `?format=json,${k}`],
+    ['a key as a name', (k: string) => `?${k}`],
   ])('when the key comes in the URL (%s), then it is refused with 400 telling to use the header, even with a good header', async (_what, query) => {
     const { key } = await keyFor(server, 'viewer');
     const r = await api(server, `/api/v1/devices${query(key)}`, { key });
     expectProblem(r, 400, /Authorization: Bearer/);
     expect(r.text).not.toContain(key);
+  });
+
+  test.each(['access-token', 'x-api-key', 'X-Api-Key', 'auth_token', 'api_token', 'refresh_token', 'password', 'passwd', 'client.secret', 'credentials', 'session', 'apiKey', 'accessToken', 'auth'])(
+    'when the query has a parameter named like a credential (%s), then it is 400 even with a good header',
+    async (name) => {
+      const { key } = await keyFor(server, 'viewer');
+      const r = await api(server, `/api/v1/devices?${name}=abc`, { key });
+      expectProblem(r, 400, /Authorization: Bearer/);
+    },
+  );
+
+  test('when the query has only ordinary parameters (limit, format, from, to, wait), then they are not taken for credentials', async () => {
+    const { key } = await keyFor(server, 'viewer');
+    expect((await api(server, '/api/v1/devices?limit=5&format=json&from=1&to=2&wait=1&monkey=1&author=x', { key })).status).toBe(200);
   });
 
   test('when a key is made, then its last-used time is empty until its first request, which sets it', async () => {
