@@ -33,10 +33,13 @@ export class CommandDelivery extends EventEmitter<DeliveryEvents> {
     super();
   }
 
-  /** Writes the command to its device if it is connected here; marks it `sent` exactly once. */
+  /**
+   * Writes the command to its device if it is connected here and can take it now; marks it `sent`
+   * exactly once. False: it stays queued (an MQTT device gets it once it subscribes).
+   */
   async deliverHere(cmd: Command): Promise<boolean> {
     const { registry, storage } = this.deps;
-    if (!registry.get(cmd.deviceId)) return false;
+    if (!registry.get(cmd.deviceId)?.acceptsCommands) return false;
     const now = Date.now();
     const sent = await storage.updateCommand(cmd.id, ['queued'], { status: 'sent', sentAt: now, updatedAt: now });
     // Null when another delivery (or the sweeper) got to it first. A device gone between the check

@@ -70,11 +70,25 @@ export class CommandService {
     this.sweeper.unref();
   }
 
-  /** Calls `listener` with every status change this instance makes; returns the unsubscribe. */
+  /**
+   * Calls `listener` with every status change this instance makes; returns the unsubscribe. One
+   * listener on the delivery emitter serves them all, so many API waits at once are no "possible
+   * leak" warning (EventEmitter's limit of 10) and each change is one loop over a Set.
+   */
   onChanged(listener: (c: Command) => void): () => void {
-    this.deps.delivery.on('changed', listener);
-    return () => this.deps.delivery.off('changed', listener);
+    const waiter = { listener };
+    if (this.waiters.size === 0) this.deps.delivery.on('changed', this.fanOut);
+    this.waiters.add(waiter);
+    return () => {
+      if (!this.waiters.delete(waiter)) return;
+      if (this.waiters.size === 0) this.deps.delivery.off('changed', this.fanOut);
+    };
   }
+
+  private readonly waiters = new Set<{ listener: (c: Command) => void }>();
+  private readonly fanOut = (c: Command): void => {
+    for (const w of this.waiters) w.listener(c);
+  };
 
   /**
    * Records a command and delivers it now if its device is online anywhere, else leaves it queued.
@@ -88,7 +102,8 @@ export class CommandService {
     // Alone, a device connected here exists (its token is re-checked against storage every 30 s)
     // and is the one to deliver to. In a cluster a newer connection of it may be on another
     // instance, whose "replaced" notice has not arrived yet, so the fabric decides.
-    const here = this.opts.soleInstance && Boolean(registry.get(input.deviceId));
+    // (An MQTT device that has not subscribed to its commands topic yet gets it once it does.)
+    const here = this.opts.soleInstance && registry.get(input.deviceId)?.acceptsCommands === true;
     if (!here && !(await storage.getDevice(input.deviceId))) throw new NotFoundError(`no device "${input.deviceId}"`);
     const now = Date.now();
     const cmd: Command = {
@@ -114,7 +129,7 @@ export class CommandService {
     broadcast.log(cmd.deviceId, 'info', `${cmd.sentBy} sent ${cmd.action}`);
     if (here) {
       const session = registry.get(cmd.deviceId);
-      if (session) {
+      if (session?.acceptsCommands) {
         delivery.transmit(sent, session);
         return sent;
       }
@@ -126,7 +141,8 @@ export class CommandService {
       return false;
     });
     if (!delivered) {
-      broadcast.log(cmd.deviceId, 'info', `${cmd.action} queued until the device connects`);
+      const until = registry.get(cmd.deviceId) ? 'it subscribes to its commands topic' : 'the device connects';
+      broadcast.log(cmd.deviceId, 'info', `${cmd.action} queued until ${until}`);
       return cmd;
     }
     return (await storage.getCommand(cmd.id)) ?? cmd;

@@ -250,6 +250,10 @@ export class DeviceCore implements SessionServices, LiveDevices {
     await this.deps.presence.online(id, firmware, session.transport);
   }
 
+  commandsWanted(session: DeviceSession): void {
+    void this.deps.presence.commandsWanted(session.deviceId!);
+  }
+
   closed(session: DeviceSession, reason: string): void {
     if (!this.sessions.delete(session)) return;
     this.paused.delete(session);

@@ -33,6 +33,12 @@ export class Presence {
     await delivery.deliverQueued(deviceId).catch((err) => log.warn({ err, device: deviceId }, 'could not deliver queued commands'));
   }
 
+  /** A connected device can take commands now (an MQTT device subscribed): those queued for it go out. */
+  async commandsWanted(deviceId: string): Promise<void> {
+    const { delivery, log } = this.deps;
+    await delivery.deliverQueued(deviceId).catch((err) => log.warn({ err, device: deviceId }, 'could not deliver queued commands'));
+  }
+
   offline(deviceId: string, lastSeen: number): void {
     const { storage, fabric, broadcast } = this.deps;
     void storage.markDeviceSeen(deviceId, lastSeen).catch(() => {});

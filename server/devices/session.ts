@@ -23,6 +23,11 @@ export interface DeviceLink {
   readonly bufferedOut: number;
   /** The transport ends silent connections itself (MQTT's keepalive), so the session's idle timeout does not apply. */
   readonly ownKeepalive?: boolean;
+  /**
+   * False while a command written now would not reach the device (MQTT: until it subscribes to its
+   * commands topic); commands then stay queued. Absent: always true.
+   */
+  readonly acceptsCommands?: boolean;
   /** Stops reading from the device until resume(). */
   pause(): void;
   resume(): void;
@@ -90,6 +95,8 @@ export interface SessionServices {
   /** Makes sure an anonymous device exists: its credential, or null to refuse it. */
   admitAnonymous(deviceId: string): Promise<string | null>;
   ready(session: DeviceSession, firmware: string | null): Promise<void>;
+  /** The device can take commands now (an MQTT device subscribed to its commands topic): deliver those queued. */
+  commandsWanted(session: DeviceSession): void;
   closed(session: DeviceSession, reason: string): void;
   telemetry(session: DeviceSession, msgId: string | null, data: Record<string, unknown>, done?: Done): void;
   ack(session: DeviceSession, commandId: string, ok: boolean, result: unknown): void;
@@ -171,6 +178,16 @@ export class DeviceSession {
 
   get isClosed(): boolean {
     return this.state === 'closed';
+  }
+
+  /** Whether a command written now reaches the device (docs/protocol.md, "Commands"). */
+  get acceptsCommands(): boolean {
+    return this.state !== 'closed' && this.link.acceptsCommands !== false;
+  }
+
+  /** The link can take commands now (see DeviceLink.acceptsCommands): the queued ones go out. */
+  commandsWanted(): void {
+    if (this.state !== 'closed' && this.deviceId !== null) this.services.commandsWanted(this);
   }
 
   /** Sends one message in the device's encoding. False if it could not be queued. */

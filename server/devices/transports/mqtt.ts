@@ -53,8 +53,6 @@ type SubscribedClient = Client & { subscriptions: Record<string, unknown> };
 const MAX_PACKET_BYTES = MAX_LINE_BYTES + 1024;
 /** Bytes a device may leave unread before it counts as not reading. */
 const STALL_BYTES = 16 * 1024;
-/** Commands held for a device that has not subscribed to its commands topic yet. */
-const MAX_HELD_COMMANDS = 64;
 /** How long a device has to send CONNECT (docs/protocol.md). */
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -107,7 +105,6 @@ class MqttLink implements DeviceLink {
   readonly ownKeepalive = true;
   session: DeviceSession | null = null;
   private subscribed = false;
-  private held: CommandMessage[] = [];
   private stalledAt = 0;
   private readonly pubacks: PendingPuback[] = [];
   private pubackFlush: NodeJS.Immediate | null = null;
@@ -139,9 +136,13 @@ class MqttLink implements DeviceLink {
     // aedes writes whatever it is given: a device that does not read gets the same bounded queue as
     // on the other transports (docs/protocol.md, "Errors and limits").
     if (this.bufferedOut > STALL_BYTES + this.maxOutQueueBytes) return 'overflow';
-    if (this.subscribed) this.publish(message);
-    else if (this.held.length < MAX_HELD_COMMANDS) this.held.push(message);
+    this.publish(message);
     return 'ok';
+  }
+
+  /** Commands wait (queued, in storage) until the device subscribes to its commands topic. */
+  get acceptsCommands(): boolean {
+    return this.subscribed;
   }
 
   sendBatch(messages: ServerMessage[], encoding: Encoding): void {
@@ -184,13 +185,16 @@ class MqttLink implements DeviceLink {
     (this.client.conn as net.Socket).write(out);
   }
 
-  /** The device subscribed to its commands topic: what waited for it goes out now. */
+  /** The device subscribed to its commands topic: the commands queued for it go out now. */
   onSubscribed(): void {
     if (this.subscribed) return;
     this.subscribed = true;
-    const held = this.held;
-    this.held = [];
-    for (const m of held) this.publish(m);
+    this.session?.commandsWanted();
+  }
+
+  /** The device unsubscribed from its commands topic: commands wait again. */
+  onUnsubscribed(): void {
+    this.subscribed = false;
   }
 
   /**
@@ -264,6 +268,10 @@ export class MqttTransport {
     broker.on('subscribe', (subs, client) => {
       const link = this.links.get(client);
       if (link && subs.some((s) => s.topic === topics.commands(link.deviceId))) link.onSubscribed();
+    });
+    broker.on('unsubscribe', (unsubs, client) => {
+      const link = client ? this.links.get(client) : undefined;
+      if (link && unsubs.includes(topics.commands(link.deviceId))) link.onUnsubscribed();
     });
     // A persistent session (clean session off) comes back with its subscription restored, and sends no SUBSCRIBE.
     broker.on('connackSent', (_packet, client) => {

@@ -9,6 +9,7 @@ import * as mqttPacket from 'mqtt-packet';
 import path from 'node:path';
 import type { TelemetryRow } from '../../../server/storage';
 import { sleep, until } from '../../support/child';
+import { RawDevice } from '../../support/device';
 import { mqttClosed, mqttDevice, RawMqtt, topics, type MqttClient } from '../../support/mqtt';
 import { killPython, runPython } from '../../support/python';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, nextEvent, startServer, TestServer, type ClientSocket } from '../../support/server';
@@ -291,6 +292,32 @@ describe('MQTT devices, with the mqtt client', () => {
     await raw.puback(mid);
     await until(async () => (await db(server).getCommand(ids[0]))!.status === 'acked', 3000, 'the ack');
     raw.close();
+    socket.close();
+  });
+
+  test('when a command is sent while the device is connected but not subscribed, then it stays queued until the device subscribes, or reaches the device\'s next connection on another transport', async () => {
+    const { server, socket } = await withDashboard();
+    const { token } = await addDevice(server, 'mq-unsub');
+    const { raw } = await RawMqtt.connect(server.mqttPort, { id: 'mq-unsub', token });
+    const first = await emitAck(socket, 'command:send', { deviceId: 'mq-unsub', action: 'togglerele' });
+    const second = await emitAck(socket, 'command:send', { deviceId: 'mq-unsub', action: 'togglerele' });
+    await sleep(300);
+    // Not `sent`: nothing was written to the device.
+    expect((await db(server).getCommand(first.command.id))!.status).toBe('queued');
+    raw.subscribe(topics.commands('mq-unsub'));
+    const got = [await raw.next((p) => p.cmd === 'publish'), await raw.next((p) => p.cmd === 'publish')];
+    expect(got.map((p) => JSON.parse((p as { payload: Buffer }).payload.toString()).id)).toEqual([first.command.id, second.command.id]);
+    expect((await db(server).getCommand(first.command.id))!.status).toBe('sent');
+    // It unsubscribes: the next command waits, and goes to its next connection, over TCP lines.
+    raw.send({ cmd: 'unsubscribe', messageId: 77, unsubscriptions: [topics.commands('mq-unsub')] });
+    await raw.next((p) => p.cmd === 'unsuback');
+    const third = await emitAck(socket, 'command:send', { deviceId: 'mq-unsub', action: 'togglerele' });
+    await sleep(300);
+    expect((await db(server).getCommand(third.command.id))!.status).toBe('queued');
+    raw.close();
+    const d = await RawDevice.hello(server.devicePort, 'mq-unsub', token);
+    expect(await d.next((m) => m.type === 'fromservertonode')).toMatchObject({ id: third.command.id, action: 'togglerele' });
+    d.close();
     socket.close();
   });
 
