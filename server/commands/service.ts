@@ -50,6 +50,11 @@ export class CommandService {
   private readonly recording = new Set<Promise<void>>();
   private readonly wakeRetries = new Set<() => void>();
   private closing = false;
+  /** onChanged's listeners, called by the one listener (fanOut) on the delivery emitter. */
+  private readonly waiters = new Set<{ listener: (c: Command) => void }>();
+  private readonly fanOut = (c: Command): void => {
+    for (const w of this.waiters) w.listener(c);
+  };
 
   constructor(
     private readonly deps: CommandDeps,
@@ -84,11 +89,6 @@ export class CommandService {
       if (this.waiters.size === 0) this.deps.delivery.off('changed', this.fanOut);
     };
   }
-
-  private readonly waiters = new Set<{ listener: (c: Command) => void }>();
-  private readonly fanOut = (c: Command): void => {
-    for (const w of this.waiters) w.listener(c);
-  };
 
   /**
    * Records a command and delivers it now if its device is online anywhere, else leaves it queued.

@@ -159,6 +159,26 @@ describe('GET /api/v1/commands/{id}?wait=S', () => {
     expectProblem(await api(server, `/api/v1/commands/whatever?${q}`, { key }), 400, detail);
   });
 
+  test('when 15 clients wait at once, then no MaxListenersExceededWarning is printed', async () => {
+    const a = await addDevice(server, uniq('many'));
+    const op = await keyFor(server, 'operator');
+    const sent = await api(server, `/api/v1/devices/${a.id}/commands`, { key: op.key, body: { action: 'togglerele' } });
+    // Node prints the warning on the process's stderr (jest's sandboxed `process` hears no 'warning' event).
+    const printed: string[] = [];
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      printed.push(String(chunk));
+      return true;
+    });
+    try {
+      const answers = await Promise.all(Array.from({ length: 15 }, () => api(server, `/api/v1/commands/${sent.json.id}?wait=1`, { key: op.key })));
+      expect(answers.map((r) => r.status)).toEqual(Array(15).fill(200));
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      stderr.mockRestore();
+    }
+    expect(printed.filter((line) => /MaxListenersExceeded/.test(line))).toEqual([]);
+  });
+
   test('when the command does not exist, then it is 404, with or without a wait', async () => {
     const { key } = await keyFor(server, 'viewer');
     expectProblem(await api(server, '/api/v1/commands/no-such-command', { key }), 404);
