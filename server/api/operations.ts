@@ -226,7 +226,7 @@ export function operations(deps: OperationDeps): Operation[] {
       summary: 'One command; with `wait`, once it is final',
       description:
         'With `wait=S` (at most 30 seconds) the answer is held until the command is `acked`, `failed`, `timeout` or `expired`, or S seconds have passed; ' +
-        'then it is 200 with the command as it is (check `status`).',
+        'then it is 200 with the command as it is (check `status`). A command removed meanwhile (with its device) is 404, as without a wait.',
       role: 'viewer',
       params: s.CommandParams,
       query: s.CommandWaitQuery,
@@ -306,9 +306,10 @@ const FINAL = new Set(['acked', 'failed', 'timeout', 'expired']);
 const isFinal = (c: StoredCommand) => FINAL.has(c.status);
 
 /**
- * The command, once final or after `seconds`. Changes made on this instance arrive through the
- * command service; one finished on another instance (multi-instance mode) is seen by re-reading
- * storage every second. A client that goes away ends the wait.
+ * The command, once final or after `seconds`; null when it is gone (removed with its device), so
+ * the answer is 404 as without a wait (docs/api.md, "Commands"). Changes made on this instance
+ * arrive through the command service; one finished on another instance (multi-instance mode) is
+ * seen by re-reading storage every second. A client that goes away ends the wait.
  */
 async function waitFinal(deps: OperationDeps, id: string, seconds: number, res: Response): Promise<StoredCommand | null> {
   const { storage, commands } = deps;
@@ -324,16 +325,18 @@ async function waitFinal(deps: OperationDeps, id: string, seconds: number, res: 
       clearInterval(recheck);
       unsubscribe();
       res.off('close', gone);
-      resolve(c ?? latest);
+      resolve(c);
     };
-    const reread = (always: boolean) =>
+    // `last`: the wait is over, answer with what storage says now (or, if it cannot be read, with
+    // the command as last seen).
+    const reread = (last: boolean) =>
       storage.getCommand(id).then(
         (c) => {
           if (c) latest = c;
-          if (always || (c && isFinal(c))) finish(c);
+          if (last || !c || isFinal(c)) finish(c);
         },
         () => {
-          if (always) finish(null);
+          if (last) finish(latest);
         },
       );
     const unsubscribe = commands.onChanged((c) => {
@@ -343,7 +346,7 @@ async function waitFinal(deps: OperationDeps, id: string, seconds: number, res: 
     });
     const timer = setTimeout(() => void reread(true), seconds * 1000);
     const recheck = setInterval(() => void reread(false), RECHECK_MS);
-    const gone = () => finish(null);
+    const gone = () => finish(latest);
     res.on('close', gone);
     // It may have become final between the first read and the subscription.
     void reread(false);

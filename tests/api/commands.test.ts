@@ -159,6 +159,18 @@ describe('GET /api/v1/commands/{id}?wait=S', () => {
     expectProblem(await api(server, `/api/v1/commands/whatever?${q}`, { key }), 400, detail);
   });
 
+  test('when the command\'s device is removed during the wait, then the answer is 404, as without a wait', async () => {
+    const a = await addDevice(server, uniq('removed'));
+    const op = await keyFor(server, 'operator');
+    const sent = await api(server, `/api/v1/devices/${a.id}/commands`, { key: op.key, body: { action: 'togglerele' } });
+    expect(sent.json.status).toBe('queued');
+    const waiting = api(server, `/api/v1/commands/${sent.json.id}?wait=2`, { key: op.key });
+    await new Promise((r) => setTimeout(r, 300));
+    await server.app.storage.deleteDevice(a.id);
+    expectProblem(await waiting, 404);
+    expectProblem(await api(server, `/api/v1/commands/${sent.json.id}`, { key: op.key }), 404);
+  });
+
   test('when 15 clients wait at once, then no MaxListenersExceededWarning is printed', async () => {
     const a = await addDevice(server, uniq('many'));
     const op = await keyFor(server, 'operator');
