@@ -308,13 +308,15 @@ const isFinal = (c: StoredCommand) => FINAL.has(c.status);
 /**
  * The command, once final or after `seconds`; null when it is gone (removed with its device), so
  * the answer is 404 as without a wait (docs/api.md, "Commands"). Changes made on this instance
- * arrive through the command service; one finished on another instance (multi-instance mode) is
- * seen by re-reading storage every second. A client that goes away ends the wait.
+ * arrive through the command service, at no cost. Only in multi-instance mode is storage re-read
+ * every second, since the device may answer on another instance. A client that goes away ends
+ * the wait.
  */
 async function waitFinal(deps: OperationDeps, id: string, seconds: number, res: Response): Promise<StoredCommand | null> {
   const { storage, commands } = deps;
   const first = await storage.getCommand(id);
   if (!first || isFinal(first) || seconds <= 0) return first;
+  const clustered = deps.fabric.kind !== 'local';
   return new Promise((resolve) => {
     let latest = first;
     let done = false;
@@ -322,7 +324,7 @@ async function waitFinal(deps: OperationDeps, id: string, seconds: number, res: 
       if (done) return;
       done = true;
       clearTimeout(timer);
-      clearInterval(recheck);
+      if (recheck) clearInterval(recheck);
       unsubscribe();
       res.off('close', gone);
       resolve(c);
@@ -345,7 +347,7 @@ async function waitFinal(deps: OperationDeps, id: string, seconds: number, res: 
       if (isFinal(c)) finish(c);
     });
     const timer = setTimeout(() => void reread(true), seconds * 1000);
-    const recheck = setInterval(() => void reread(false), RECHECK_MS);
+    const recheck = clustered ? setInterval(() => void reread(false), RECHECK_MS) : null;
     const gone = () => finish(latest);
     res.on('close', gone);
     // It may have become final between the first read and the subscription.

@@ -1,6 +1,7 @@
 /** REST API, commands (docs/api.md, "Commands"): send, wait for the answer, list; live on the page. */
 import { RawDevice } from '../support/device';
 import { addDevice, closeAllServers, connectSocket, createUserAndLogin, emitAck, nextEvent, startServer, TestServer } from '../support/server';
+import { clusterAvailable, redisDb, startInstances } from '../support/cluster';
 import { api, expectProblem, keyFor, uniq } from './support';
 
 let server: TestServer;
@@ -171,6 +172,21 @@ describe('GET /api/v1/commands/{id}?wait=S', () => {
     expectProblem(await api(server, `/api/v1/commands/${sent.json.id}`, { key: op.key }), 404);
   });
 
+  test('when a wait runs on a single instance, then it costs no polling: storage is read at the start and at the end only', async () => {
+    const a = await addDevice(server, uniq('nopoll'));
+    const op = await keyFor(server, 'operator');
+    const sent = await api(server, `/api/v1/devices/${a.id}/commands`, { key: op.key, body: { action: 'togglerele' } });
+    const reads = jest.spyOn(server.app.storage, 'getCommand');
+    try {
+      const r = await api(server, `/api/v1/commands/${sent.json.id}?wait=3`, { key: op.key });
+      expect(r.json).toMatchObject({ id: sent.json.id, status: 'queued' });
+      // The first read, one right after subscribing (it may have changed in between), one at the end.
+      expect(reads.mock.calls.filter(([id]) => id === sent.json.id).length).toBeLessThanOrEqual(3);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+
   test('when 15 clients wait at once, then no MaxListenersExceededWarning is printed', async () => {
     const a = await addDevice(server, uniq('many'));
     const op = await keyFor(server, 'operator');
@@ -216,11 +232,13 @@ describe('GET /api/v1/devices/{id}/commands', () => {
   });
 });
 
-describe('waiting on another instance', () => {
-  test('when the device answers on another instance than the one holding the wait, then the wait still ends with `acked` (storage is re-read every second)', async () => {
-    const a = await startServer();
-    // A second instance on the same data: it is never told about the ack, it has to read it.
-    const b = await startServer({ dataDir: a.dataDir });
+describe('waiting on another instance (multi-instance mode)', () => {
+  // Several instances need Redis and a shared PostgreSQL (TEST_REDIS_URL, the postgres project).
+  const testCluster = clusterAvailable ? test : test.skip;
+
+  testCluster('when the device answers on another instance than the one holding the wait, then the wait still ends with `acked` (storage is re-read every second)', async () => {
+    // b is not told of a change a makes (the device is a's): it has to re-read storage.
+    const [a, b] = (await startInstances(2, await redisDb(12))) as [TestServer, TestServer];
     const d = await addDevice(a, uniq('elsewhere'));
     const { key } = await keyFor(a, 'operator');
     const dev = await RawDevice.hello(a.devicePort, d.id, d.token);
