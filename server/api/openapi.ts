@@ -3,7 +3,7 @@ import type { Operation } from './operation';
 import { Problem } from './schemas';
 
 const PROBLEM_TEXT: Record<number, string> = {
-  400: 'Bad input: a parameter or the body is invalid (see `detail` and `issues`), or an API key was sent in the URL',
+  400: 'Bad input: a parameter or the body is invalid (see `detail` and `issues`), or a key or a parameter named like a credential is in the query string',
   401: 'No credentials, or an unknown or revoked key, or a key whose user was removed',
   403: "The caller's role is too low, or a browser session sent an unsafe request without its CSRF token",
   404: 'No such device, command or key',
@@ -13,6 +13,9 @@ const PROBLEM_TEXT: Record<number, string> = {
   429: 'Too many requests from this address or with this key; see Retry-After',
   500: 'Something went wrong on the server',
 };
+
+/** Problem statuses any operation can answer (see Operation.problems). */
+const EVERY_OPERATION = [400, 401, 429, 500];
 
 /** The OpenAPI 3.1 document of the operations, from the same zod schemas that validate them. */
 export function openApiDocument(ops: Operation[], version: string): object {
@@ -24,7 +27,8 @@ export function openApiDocument(ops: Operation[], version: string): object {
         ? { description: spec.description, content: Object.fromEntries(Object.entries(spec.content).map(([type, schema]) => [type, { schema }])) }
         : { description: spec.description };
     }
-    for (const status of [...op.problems, 401, 429, 500].sort()) {
+    // Every operation can be 400: the query is checked for credentials before any operation runs.
+    for (const status of [...new Set([...op.problems, ...EVERY_OPERATION])].sort()) {
       responses[String(status) as '400'] = { description: PROBLEM_TEXT[status] ?? 'Error', content: { 'application/problem+json': { schema: Problem } } };
     }
     const o: ZodOpenApiOperationObject = {

@@ -48,7 +48,10 @@ export interface Operation {
   query?: z.ZodType;
   body?: z.ZodType;
   responses: Record<number, ResponseSpec>;
-  /** Statuses answered with a problem document besides 401, 429 and 500 (which every operation has). */
+  /**
+   * Statuses answered with a problem document besides 400, 401, 429 and 500, which every operation
+   * has (400: a credential-named parameter in the query, or a bad path or query parameter).
+   */
   problems: number[];
   handle(ctx: OpContext<any, any, any>): Promise<Reply>;
 }

@@ -93,7 +93,7 @@ export function operations(deps: OperationDeps): Operation[] {
       role: 'admin',
       body: s.CreateDeviceBody,
       responses: { 201: { description: 'Added', content: json(s.DeviceCreated) } },
-      problems: [400, 403, 409, 413, 415],
+      problems: [403, 409, 413, 415],
       async handle({ body }) {
         try {
           const { device, token } = await addDevice(storage, body.id, body.name);
@@ -166,7 +166,7 @@ export function operations(deps: OperationDeps): Operation[] {
       params: s.DeviceParams,
       query: s.TelemetryQuery,
       responses: { 200: { description: 'The readings', content: { 'application/json': s.TelemetryJson, 'text/csv': s.TelemetryCsv } } },
-      problems: [400, 404],
+      problems: [404],
       async handle({ params, query, req, res }) {
         const range = { from: query.from ?? 0, to: query.to ?? Date.now(), limit: query.limit };
         if (range.from > range.to) throw new ProblemError(400, `from (${new Date(range.from).toISOString()}) is after to (${new Date(range.to).toISOString()}).`);
@@ -189,7 +189,7 @@ export function operations(deps: OperationDeps): Operation[] {
       params: s.DeviceParams,
       body: s.SendCommandBody,
       responses: { 202: { description: 'Accepted: the command, `queued` or `sent`', content: json(s.Command) } },
-      problems: [400, 403, 404, 413, 415],
+      problems: [403, 404, 413, 415],
       async handle({ params, body, caller }) {
         try {
           const cmd = await deps.commands.send({ deviceId: params.id, action: body.action, params: body.params ?? null, user: caller.user });
@@ -211,7 +211,7 @@ export function operations(deps: OperationDeps): Operation[] {
       params: s.DeviceParams,
       query: s.CommandListQuery,
       responses: { 200: { description: 'The commands', content: json(s.CommandList) } },
-      problems: [400, 404],
+      problems: [404],
       async handle({ params, query }) {
         await mustHaveDevice(params.id);
         return { status: 200, body: { commands: (await storage.listCommands(params.id, query.limit)).map(commandView) } };
@@ -231,7 +231,7 @@ export function operations(deps: OperationDeps): Operation[] {
       params: s.CommandParams,
       query: s.CommandWaitQuery,
       responses: { 200: { description: 'The command', content: json(s.Command) } },
-      problems: [400, 404],
+      problems: [404],
       async handle({ params, query, res }) {
         const cmd = await waitFinal(deps, params.id, query.wait ?? 0, res);
         if (!cmd) throw notFound(`No command "${params.id}".`);
@@ -266,7 +266,7 @@ export function operations(deps: OperationDeps): Operation[] {
       sessionOnly: true,
       body: s.CreateKeyBody,
       responses: { 201: { description: 'Made', content: json(s.ApiKeyCreated) } },
-      problems: [400, 403, 413, 415],
+      problems: [403, 413, 415],
       async handle({ body, caller }) {
         try {
           const { apiKey, key } = await createApiKey(storage, caller.user, body.name, body.role);

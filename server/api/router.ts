@@ -75,7 +75,9 @@ export function apiRoutes(deps: ApiDeps): Router {
     }
     next();
   });
-  api.use(express.json({ limit: BODY_LIMIT, strict: true }));
+  // Only the operations that take a body read one: the others ignore it, so they answer no
+  // 413 or 415 that their OpenAPI entry does not list.
+  const jsonBody = express.json({ limit: BODY_LIMIT, strict: true });
 
   api.get('/v1/openapi.json', (_req, res) => {
     documentJson ??= JSON.stringify(openApiDocument(ops, deps.version ?? '1.0.0'));
@@ -105,7 +107,7 @@ export function apiRoutes(deps: ApiDeps): Router {
 
   for (const op of ops) {
     const path = '/v1' + op.path.replace(/\{(\w+)\}/g, ':$1');
-    api[op.method](path, async (req, res) => {
+    api[op.method](path, ...(op.body ? [jsonBody] : []), async (req: Request, res: Response) => {
       const caller = await authenticate(req, res, op);
       const wait = await limit.key(caller.keyId ? `key:${caller.keyId}` : `user:${caller.user.id}`);
       if (wait > 0) throw new ProblemError(429, `Too many requests with this key; try again in ${wait} s.`, { headers: { 'Retry-After': String(wait) } });

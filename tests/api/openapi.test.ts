@@ -134,6 +134,36 @@ test('real answers of every endpoint, successes and problems, match the served d
   }
 }, 60_000);
 
+test('every operation\'s documented problems include the 400s it answers: a credential-named query parameter, an id too long, a body it does not take', async () => {
+  const admin = await keyFor(server, 'admin');
+  const b = await browser(server, 'admin');
+  const auth = (p: string) => (p.startsWith('/keys') ? { cookie: b.cookie, csrf: b.csrf } : { key: admin.key });
+  const long = 'x'.repeat(301);
+  for (const [p, item] of Object.entries(doc.paths)) {
+    for (const m of Object.keys(item as object)) {
+      const url = `/api/v1${p.replace('{id}', 'ghost')}`;
+      const method = m.toUpperCase();
+      // Refused before anything else, whoever asks.
+      const refused = await api(server, `${url}?access_token=x`, { method });
+      expect({ m, p, status: refused.status }).toEqual({ m, p, status: 400 });
+      conforms(m, p, refused);
+      if (p.includes('{id}')) conforms(m, p, await api(server, `/api/v1${p.replace('{id}', long)}`, { ...auth(p), method }));
+      // An operation without a body ignores one (no 413 or 415 it does not document).
+      if (method !== 'GET' && !(item as Record<string, { requestBody?: unknown }>)[m]!.requestBody) {
+        conforms(m, p, await api(server, url, { ...auth(p), method, raw: 'x'.repeat(20_000), headers: { 'content-type': 'application/json; charset=latin1' } }));
+      }
+    }
+  }
+  for (const [p, status] of [
+    ['get /devices/{id}', 400],
+    ['delete /devices/{id}', 400],
+    ['post /devices/{id}/token', 400],
+    ['get /devices', 400],
+  ] as const) {
+    expect(checked).toContain(`${p} ${status}`);
+  }
+}, 60_000);
+
 test('/api/docs renders the document from the app itself: its own script files, no inline script, the strict CSP', async () => {
   const page = await fetch(server.baseUrl + '/api/docs');
   expect(page.status).toBe(200);
