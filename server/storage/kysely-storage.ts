@@ -379,10 +379,13 @@ export abstract class KyselyStorage implements Storage {
         .offset(n - 1)
         .executeTakeFirst();
       const page = this.rangeQuery(deviceId, range, after).select('data').orderBy('ts').orderBy('id').limit(n);
+      // At most maxKeys + 1 keys come back from a page: one more than allowed is enough to refuse.
+      // (SQLite stops reading the page there; PostgreSQL still hashes the page's keys first.)
+      const cap = maxKeys + 1;
       const res =
         this.kind === 'sqlite'
-          ? await sql<{ key: string }>`select distinct j.key as key from (${page}) t, json_each(t.data) j where json_valid(t.data) and json_type(t.data) = 'object'`.execute(this.db)
-          : await sql<{ key: string }>`select distinct k as key from (${page}) t cross join lateral json_object_keys(case when json_typeof(t.data::json) = 'object' then t.data::json else '{}'::json end) k`.execute(this.db);
+          ? await sql<{ key: string }>`select distinct j.key as key from (${page}) t, json_each(t.data) j where json_valid(t.data) and json_type(t.data) = 'object' limit ${cap}`.execute(this.db)
+          : await sql<{ key: string }>`select distinct k as key from (${page}) t cross join lateral json_object_keys(case when json_typeof(t.data::json) = 'object' then t.data::json else '{}'::json end) k limit ${cap}`.execute(this.db);
       for (const r of res.rows) {
         keys.add(String(r.key));
         if (keys.size > maxKeys) return null;

@@ -107,6 +107,18 @@ describe('CSV', () => {
     expect(r.status).toBe(200);
     expect(r.text).toBe('time\n');
   });
+
+  test('when the readings of a range have more than 1,000 different keys, then the CSV is 400 (ask for JSON); 1,000 keys are fine', async () => {
+    // Five readings of 200 keys of their own: 1,000 keys, the most a CSV may have.
+    const wide = (r: number) => ({ ts: T0 + r, data: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`r${r}k${i}`, i])) });
+    const rows = [0, 1, 2, 3, 4].map(wide);
+    const id = await deviceWith([...rows, { ts: T0 + 10, data: { one: 'more' } }]);
+    const ok = await api(server, `/api/v1/devices/${id}/telemetry?format=csv&to=${T0 + 4}`, { key });
+    expect(ok.status).toBe(200);
+    expect(ok.text.split('\n', 1)[0]!.split(',')).toHaveLength(1 + 1000);
+    expectProblem(await api(server, `/api/v1/devices/${id}/telemetry?format=csv&limit=100000`, { key }), 400, /more than 1000 different keys.*format=json/);
+    expect((await api(server, `/api/v1/devices/${id}/telemetry?limit=100000`, { key })).json.count).toBe(6);
+  });
 });
 
 describe('streaming', () => {

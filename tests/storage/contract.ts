@@ -6,6 +6,7 @@
  *
  * A new engine passes when `storageContract('its name', open)` passes.
  */
+import type { Kysely } from 'kysely';
 import { Command, CommandStatus, DuplicateError, LastAdminError, Storage, TelemetryRow } from '../../server/storage';
 
 const T0 = 1_700_000_000_000;
@@ -255,6 +256,24 @@ export function storageContract(engine: 'sqlite' | 'postgres', open: () => Promi
         await s.insertTelemetry([reading('d1', 'old', T0 + 10, { v: 'older' })]);
         expect(await s.getDevice('d1')).toMatchObject({ latest: { v: 'newest' }, latestAt: T0 + 20, lastSeen: T0 + 20 });
         expect(await s.countTelemetry('d1')).toBe(2);
+      });
+
+      test('when a range has more distinct keys than the cap, then the key pass answers null having read at most cap + 1 keys from the database', async () => {
+        // Three readings of 50 keys of their own: 150 distinct keys in one page, against a cap of 10.
+        const keysOf = (r: number) => Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`r${r}k${i}`, i]));
+        await s.insertTelemetry([0, 1, 2].map((r) => reading('d1', `m${r}`, T0 + r, keysOf(r))));
+        expect(await s.telemetryKeys('d1', { from: T0, to: T0 + 10, limit: 1000 }, 200)).toHaveLength(150);
+        // Both engines are Kysely's: what each query brought back is seen at its executor.
+        const executor = (s as unknown as { db: Kysely<unknown> }).db.getExecutor();
+        const queries = jest.spyOn(executor, 'executeQuery');
+        try {
+          expect(await s.telemetryKeys('d1', { from: T0, to: T0 + 10, limit: 1000 }, 10)).toBeNull();
+          const results = await Promise.all(queries.mock.results.map((r) => r.value as Promise<{ rows: object[] }>));
+          const keysRead = results.flatMap((r) => r.rows).filter((row) => 'key' in row);
+          expect(keysRead.length).toBeLessThanOrEqual(11);
+        } finally {
+          queries.mockRestore();
+        }
       });
 
       test('when history is asked for, then it is the newest `limit` readings of that device, oldest first, with their data', async () => {
