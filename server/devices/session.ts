@@ -65,6 +65,8 @@ export const DEFAULT_LIMITS: SessionLimits = {
 /** How long after a resume the backlog's rate-limit credit lasts. */
 const CREDIT_TTL_MS = 10_000;
 
+const EMPTY = Buffer.alloc(0);
+
 /** Messages held while the hello is being checked; past this the link stops reading. */
 const INBOX_PAUSE_AT = 16;
 
@@ -143,7 +145,8 @@ export class DeviceSession {
   /** The token hash the device proved, to notice a rotated token or a removed device. */
   credential: string | null = null;
   private state: State = 'hello';
-  private inbox: { body: Buffer; done?: Done }[] = [];
+  /** Messages that came while the device was being checked and welcomed (a frame it could not hand over: `invalid`). */
+  private inbox: { body: Buffer; done?: Done; invalid?: { code: ErrorCode; detail: string } }[] = [];
   private badLines = 0;
   private tokens: number;
   private lastRefill = Date.now();
@@ -322,7 +325,11 @@ export class DeviceSession {
   receiveInvalid(code: ErrorCode, detail: string): void {
     if (this.state === 'closed') return;
     this.lastSeenAt = Date.now();
-    if (this.state === 'authenticating') return;
+    if (this.state === 'authenticating') {
+      this.inbox.push({ body: EMPTY, invalid: { code, detail } });
+      if (this.inbox.length === INBOX_PAUSE_AT) this.link.pause();
+      return;
+    }
     if (this.takeToken()) this.badMessage(code, detail);
   }
 
@@ -410,15 +417,29 @@ export class DeviceSession {
       });
   }
 
+  /**
+   * Welcomes the device. Messages that come while the core makes it ready (presence, queued
+   * commands) still wait in the inbox, behind those that came before, so that all are handled in
+   * the order the device sent them.
+   */
   private async becomeReady(deviceId: string, firmware: string | null, first: { msg: DeviceMessage; done?: Done } | null): Promise<void> {
     this.deviceId = deviceId;
-    this.state = 'ready';
+    this.state = 'authenticating';
     this.send(welcome(deviceId));
     await this.services.ready(this, firmware);
+    if (this.isClosed) {
+      // (linkClosed refused what was in the inbox.)
+      first?.done?.(new RefusedMessage('protocol', 'connection closed'));
+      return;
+    }
+    this.state = 'ready';
     if (first) this.handle(first.msg, first.done);
-    const queued = this.inbox;
-    this.inbox = [];
-    for (const m of queued) this.receive(m.body, m.done);
+    // Handled one by one; a message may close the session, which then refuses the rest.
+    while (this.inbox.length > 0 && this.state === 'ready') {
+      const m = this.inbox.shift()!;
+      if (m.invalid) this.receiveInvalid(m.invalid.code, m.invalid.detail);
+      else this.receive(m.body, m.done);
+    }
     if (!this.services.saturated) this.link.resume();
   }
 

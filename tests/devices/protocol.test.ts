@@ -165,6 +165,36 @@ describe('device line protocol', () => {
     d.close();
   });
 
+  test('when lines arrive while the device is being welcomed, then they are handled in the order they came', async () => {
+    const { token } = await addDevice(server, 'esp-order');
+    // Hold the welcome's own storage write, so that lines keep coming while it waits.
+    const storage = server.app.storage;
+    const markSeen = storage.markDeviceSeen.bind(storage);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    storage.markDeviceSeen = async (...args) => {
+      await gate;
+      return markSeen(...args);
+    };
+    const d = await RawDevice.connect(server.devicePort);
+    const badJson = Buffer.from('{nope').toString('base64') + '\n';
+    d.write(encode({ type: 'hello', device: 'esp-order', token }) + encode({ type: 'telemetry', id: 'o-1', data: { n: 1 } }) + badJson);
+    await d.next((m) => m.type === 'welcome');
+    d.send({ type: 'telemetry', id: 'o-2', data: { n: 2 } });
+    d.write('!!!\n');
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    const errors = [await d.next((m) => m.type === 'error'), await d.next((m) => m.type === 'error')];
+    expect(errors.map((m) => m.error)).toEqual(['bad_json', 'bad_base64']);
+    const stored = [await d.next((m) => m.type === 'stored'), await d.next((m) => m.type === 'stored')];
+    expect(stored.map((m) => m.id)).toEqual(['o-1', 'o-2']);
+    const history = await db(server).telemetryHistory('esp-order', 10);
+    // Oldest first: the later reading has the later (or the same) time.
+    expect(history.map((p) => p.data)).toEqual([{ n: 1 }, { n: 2 }]);
+    expect(history[1]!.ts).toBeGreaterThanOrEqual(history[0]!.ts);
+    d.close();
+  });
+
   test('when many lines arrive in one chunk or one byte at a time, then each is answered', async () => {
     const { token } = await addDevice(server, 'esp-8');
     const d = await RawDevice.hello(server.devicePort, 'esp-8', token);
