@@ -197,11 +197,15 @@ export class DeviceSession {
   send(message: ServerMessage): boolean {
     if (this.state === 'closed') return false;
     const r = this.link.send(message, this.encoding);
-    if (r === 'overflow') {
-      this.services.log(this, 'warn', 'device is not reading; disconnected');
-      this.destroy('not reading (send queue full)');
-    }
+    if (r === 'overflow') this.notReading();
     return r === 'ok';
+  }
+
+  /** The device does not read what it is sent and the bounded send queue is full: it is cut off. */
+  notReading(): void {
+    if (this.state === 'closed') return;
+    this.services.log(this, 'warn', 'device is not reading; disconnected');
+    this.destroy('not reading (send queue full)');
   }
 
   /**

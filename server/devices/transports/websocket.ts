@@ -47,6 +47,15 @@ class WebSocketLink implements DeviceLink {
       else session.receive(Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data));
     });
     this.ws.on('pong', () => session.alive());
+    // Pings are answered here (`ws`'s own answer is off): a pong is output like any reply, so a
+    // device that sends pings and never reads is cut at the same bounded queue instead of
+    // filling the server's memory with pongs (docs/protocol.md, "Errors and limits").
+    this.ws.on('ping', (data) => {
+      session.alive();
+      if (this.ws.readyState !== WebSocket.OPEN) return;
+      if (this.ws.bufferedAmount + data.length > STALL_BYTES + this.maxOutQueueBytes) session.notReading();
+      else this.ws.pong(data);
+    });
     this.ws.on('close', () => session.linkClosed());
   }
 
@@ -117,7 +126,7 @@ export interface WebSocketTransportOptions {
  * the rest.
  */
 export class WebSocketTransport {
-  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_LINE_BYTES, perMessageDeflate: false, clientTracking: true });
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_LINE_BYTES, perMessageDeflate: false, clientTracking: true, autoPong: false });
   private readonly servers: { server: HttpServer; listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void }[] = [];
   private readonly pinger: NodeJS.Timeout;
   private closed = false;

@@ -163,6 +163,24 @@ describe('WebSocket devices, with the ws client', () => {
     d.close();
   });
 
+  test('when a connection sends pings and never reads the pongs, then it is cut at the bounded send queue, before any hello', async () => {
+    const server = await startServer();
+    const d = await WsDevice.open(server.wsUrl);
+    const raw = (d.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    raw.pause();
+    // Far more pongs than the kernel's buffers on both ends hold (about 25 MB of them).
+    const payload = Buffer.alloc(125, 0x61);
+    for (let i = 0; i < 200_000 && !d.closed; i++) {
+      d.ws.ping(payload);
+      if (i % 5000 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    raw.resume();
+    // Well before the 10 s hello timeout and the 30 s drain timeout.
+    await d.waitClosed(4000);
+    expect(d.closed).toBe(true);
+  });
+
   test('when a frame is over 16 KiB, then the connection is closed with 1009; a frame of exactly 16 KiB is accepted', async () => {
     const server = await startServer();
     const { token } = await addDevice(server, 'ws-big');
