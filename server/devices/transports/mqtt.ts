@@ -110,6 +110,8 @@ class MqttLink implements DeviceLink {
   private pubackFlush: NodeJS.Immediate | null = null;
   private paused = false;
   private heldAnswers: (() => void)[] = [];
+  /** Packet ids of the QoS 2 PUBLISHes this connection handled. */
+  private readonly qos2Ids = new Set<number>();
 
   constructor(
     readonly client: Client,
@@ -147,6 +149,17 @@ class MqttLink implements DeviceLink {
 
   sendBatch(messages: ServerMessage[], encoding: Encoding): void {
     for (const m of messages) this.send(m, encoding);
+  }
+
+  /**
+   * Whether a QoS 2 PUBLISH is new: a resend (DUP set) of a packet id this connection already
+   * handled is the same message. (aedes's own duplicate check runs after authorizePublish, where
+   * the message is used.) A packet id comes back without DUP only once its exchange is over.
+   */
+  firstQos2(messageId: number, dup: boolean): boolean {
+    if (dup && this.qos2Ids.has(messageId)) return false;
+    this.qos2Ids.add(messageId);
+    return true;
   }
 
   /** A QoS 1 PUBLISH whose PUBACK this link sends (see MqttTransport.authorizePublish); in arrival order. */
@@ -393,6 +406,8 @@ export class MqttTransport {
     const link = client ? this.links.get(client) : undefined;
     const session = link?.session;
     if (!link || !session) return cb(new Error('not connected'));
+    // QoS 2 is exactly once: a resent copy goes on to aedes's own flow (PUBREC) without being used again.
+    if (packet.qos === 2 && packet.messageId !== undefined && !link.firstQos2(packet.messageId, packet.dup === true)) return cb(null);
     const { topic, payload } = packet;
     const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
     // QoS 2 (not documented for devices) keeps aedes's own flow: PUBREC once the message is handled.

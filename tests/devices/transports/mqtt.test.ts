@@ -230,6 +230,28 @@ describe('MQTT devices, with the mqtt client', () => {
     await client.endAsync();
   });
 
+  test('when a QoS 2 reading is resent with DUP before its PUBREL, then it is stored once and the exchange completes', async () => {
+    const server = await startServer();
+    const { token } = await addDevice(server, 'mq-qos2');
+    const { raw } = await RawMqtt.connect(server.mqttPort, { id: 'mq-qos2', token });
+    const publish = (dup: boolean) => raw.send({ cmd: 'publish', topic: topics.telemetry('mq-qos2'), payload: Buffer.from('{"qos2":"once"}'), qos: 2, messageId: 11, retain: false, dup });
+    publish(false);
+    await raw.next((p) => p.cmd === 'pubrec' && p.messageId === 11);
+    publish(true);
+    await raw.next((p) => p.cmd === 'pubrec' && p.messageId === 11);
+    raw.send({ cmd: 'pubrel', messageId: 11 });
+    await raw.next((p) => p.cmd === 'pubcomp' && p.messageId === 11);
+    // The packet id again, without DUP: a new message.
+    raw.send({ cmd: 'publish', topic: topics.telemetry('mq-qos2'), payload: Buffer.from('{"qos2":"twice"}'), qos: 2, messageId: 11, retain: false, dup: false });
+    await raw.next((p) => p.cmd === 'pubrec' && p.messageId === 11);
+    raw.send({ cmd: 'pubrel', messageId: 11 });
+    await raw.next((p) => p.cmd === 'pubcomp' && p.messageId === 11);
+    await until(async () => (await db(server).telemetryHistory('mq-qos2', 10)).length === 2, 3000, 'two readings stored');
+    await sleep(200);
+    expect((await db(server).telemetryHistory('mq-qos2', 10)).map((p) => p.data)).toEqual([{ qos2: 'once' }, { qos2: 'twice' }]);
+    raw.close();
+  });
+
   test('when a reliable reading (same id) is resent, also after a reconnect, then it is PUBACKed each time and stored once', async () => {
     const server = await startServer();
     const { token } = await addDevice(server, 'mq-rel');
