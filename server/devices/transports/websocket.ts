@@ -180,6 +180,8 @@ export class WebSocketTransport {
     });
 
     const q = url.searchParams;
+    // URLSearchParams turns bytes that are not UTF-8 into U+FFFD; a device id made of those is refused.
+    if (!strictlyEncoded(url.search)) return refuse(socket, 400, 'The query is not valid percent-encoded UTF-8');
     const deviceParam = q.get('device');
     const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
     const token = bearer ?? q.get('token');
@@ -223,6 +225,18 @@ export class WebSocketTransport {
     }
     return (req.socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
   }
+}
+
+/** Whether every name and value of a query decodes as UTF-8 (`+` is a space). */
+function strictlyEncoded(search: string): boolean {
+  for (const part of search.replace(/^\?/, '').split('&')) {
+    try {
+      decodeURIComponent(part.replace(/\+/g, ' '));
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Answers an upgrade with a plain HTTP error and closes. */

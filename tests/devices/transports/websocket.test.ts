@@ -135,6 +135,16 @@ describe('WebSocket devices, with the ws client', () => {
     socket.close();
   });
 
+  test('with ALLOW_ANONYMOUS_DEVICES, a ?device= that is not valid percent-encoded UTF-8 is refused with 400; a valid non-ASCII one is the device id', async () => {
+    const server = await startServer({ allowAnonymousDevices: true });
+    const bad = await WsDevice.refusal(`${server.wsUrl}?device=%E0%80%80`);
+    expect(bad.status).toBe(400);
+    expect((await db(server).listDevices()).map((d) => d.id)).toEqual([]);
+    const ok = await WsDevice.open(`${server.wsUrl}?device=%C3%A9t%C3%A9`);
+    expect(await ok.next()).toMatchObject({ type: 'welcome', device: 'été' });
+    ok.close();
+  });
+
   test('when a device sends base64 frames, then its replies are base64; when it switches to plain JSON, so do they', async () => {
     const server = await startServer();
     const { token } = await addDevice(server, 'ws-enc');
