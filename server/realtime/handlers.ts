@@ -30,8 +30,12 @@ export interface HandlerDeps {
   broadcast: Broadcaster;
 }
 
+/** The socket already waits for an answer of this kind: answered `rate_limited`. */
+export class Busy extends Error {}
+
 /** The client events of docs/realtime.md, one handler each. */
 export function createHandlers({ storage, fabric, commands, broadcast }: HandlerDeps): Handlers {
+  const historyInFlight = new WeakSet<AppSocket>();
   return {
     'fleet:list': async () => ({ devices: await fleetViews(storage, fabric) }),
 
@@ -48,9 +52,16 @@ export function createHandlers({ storage, fabric, commands, broadcast }: Handler
       return {};
     },
 
-    'telemetry:history': async ({ deviceId, limit }) => ({
-      points: await storage.telemetryHistory(deviceId, limit ?? 500),
-    }),
+    'telemetry:history': async ({ deviceId, limit }, { socket }) => {
+      // One at a time per socket: each answer may be up to a megabyte (kysely-storage.ts).
+      if (historyInFlight.has(socket)) throw new Busy();
+      historyInFlight.add(socket);
+      try {
+        return { points: await storage.telemetryHistory(deviceId, limit ?? 500) };
+      } finally {
+        historyInFlight.delete(socket);
+      }
+    },
 
     'command:send': async ({ deviceId, action, params }, { user }) => {
       if (!roleAtLeast(user.role, 'operator')) throw new Forbidden();

@@ -11,7 +11,7 @@ import { clientEvents, ClientEventName, RealtimeError } from '../contract/realti
 import type { Storage } from '../storage';
 import type { Broadcaster, IO } from './broadcast';
 import { rooms } from './events';
-import { AppSocket, Forbidden, Handler, Handlers } from './handlers';
+import { AppSocket, Busy, Forbidden, Handler, Handlers } from './handlers';
 import { dropSocket, queuedBytes, queuedPackets } from './queue';
 import { socketParser } from './parser';
 
@@ -99,7 +99,9 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
   function register<E extends ClientEventName>(socket: AppSocket, event: E, handler: Handler<E>): void {
     const schema = clientEvents[event].payload;
     const listen = socket.on.bind(socket) as (ev: string, listener: (payload: unknown, ack: unknown) => void) => void;
-    listen(event, async (payload, ack) => {
+    listen(event, async (payloadOrAck, maybeAck) => {
+      // emit(event, callback) with no payload: the callback comes first.
+      const [payload, ack] = typeof payloadOrAck === 'function' ? [undefined, payloadOrAck] : [payloadOrAck, maybeAck];
       const reply = typeof ack === 'function' ? (ack as (r: object) => void) : () => {};
       const fail = (error: RealtimeError) => reply({ ok: false, error });
       const { userId } = socket.data;
@@ -122,6 +124,7 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
         reply({ ok: true, ...(await handler(parsed.data as Parameters<Handler<E>>[0], { user, socket })) });
       } catch (err) {
         if (err instanceof Forbidden) return fail('forbidden');
+        if (err instanceof Busy) return fail('rate_limited');
         if (err instanceof NotFoundError) return fail('not_found');
         log.error({ err, event }, 'socket handler failed');
         fail('server_error');
@@ -133,6 +136,11 @@ export function registerRealtime(io: IO, deps: RealtimeDeps): { close(): void } 
     const { userId, sid } = socket.data;
     void socket.join([rooms.fleet, rooms.user(userId), rooms.session(sid)]);
     for (const event of Object.keys(clientEvents) as ClientEventName[]) register(socket, event, deps.handlers[event] as Handler<typeof event>);
+    // An event nobody handles still gets an answer when it asks for one.
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      const ack = args.at(-1);
+      if (typeof ack === 'function' && !Object.hasOwn(clientEvents, String(event))) (ack as (r: object) => void)({ ok: false, error: 'bad_request' });
+    });
   });
 
   // Sessions that expired, were destroyed elsewhere or outlived their lifetime lose their sockets.

@@ -1,5 +1,12 @@
 import { Generated, Kysely, Migrator, RawBuilder, Selectable, sql } from 'kysely';
 import { migrations } from './migrations';
+
+/**
+ * Most characters of readings' data one history answer carries (docs/realtime.md): the newest
+ * readings that fit, at least one. A device sending large readings would otherwise make each
+ * answer tens of megabytes, built in memory for anyone who may watch it.
+ */
+export const HISTORY_MAX_CHARS = 1 << 20;
 import {
   ApiKey,
   Command,
@@ -315,18 +322,26 @@ export abstract class KyselyStorage implements Storage {
 
   abstract insertTelemetry(rows: TelemetryRow[]): Promise<void>;
 
-  async telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]> {
-    const rows = await this.db
+  async telemetryHistory(deviceId: string, limit: number, maxChars = HISTORY_MAX_CHARS): Promise<TelemetryPoint[]> {
+    // First only the sizes, so that a device whose readings are large costs at most maxChars.
+    const sizes = await this.db
       .selectFrom('telemetry')
-      .select(['ts', 'data'])
+      .select(['id', sql<number>`length(data)`.as('n')])
       .where('device_id', '=', deviceId)
       .orderBy('ts', 'desc')
       .orderBy('id', 'desc')
       .limit(limit)
       .execute();
-    return rows
-      .reverse()
-      .map((r) => ({ ts: Number(r.ts), data: parseJson<Record<string, unknown>>(r.data) ?? {} }));
+    const ids: number[] = [];
+    let chars = 0;
+    for (const r of sizes) {
+      chars += Number(r.n);
+      if (ids.length > 0 && chars > maxChars) break;
+      ids.push(Number(r.id));
+    }
+    if (ids.length === 0) return [];
+    const rows = await this.db.selectFrom('telemetry').select(['ts', 'data']).where('id', 'in', ids).orderBy('ts', 'asc').orderBy('id', 'asc').execute();
+    return rows.map((r) => ({ ts: Number(r.ts), data: parseJson<Record<string, unknown>>(r.data) ?? {} }));
   }
 
   async countTelemetry(deviceId?: string): Promise<number> {

@@ -88,9 +88,9 @@ export class SqliteStorage extends KyselyStorage {
   // Readings are committed to `telemetry_recent` first and moved into `telemetry` in bulk
   // (sqlite-thread.ts); whoever reads `telemetry` has the device's staged rows moved first.
 
-  override async telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]> {
+  override async telemetryHistory(deviceId: string, limit: number, maxChars?: number): Promise<TelemetryPoint[]> {
     await this.thread.flushTelemetry(deviceId);
-    return super.telemetryHistory(deviceId, limit);
+    return super.telemetryHistory(deviceId, limit, maxChars);
   }
 
   override async countTelemetry(deviceId?: string): Promise<number> {

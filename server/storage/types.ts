@@ -134,7 +134,8 @@ export interface Storage {
    * committed (PostgreSQL: one transaction; SQLite: slices of a few ms, see sqlite-thread.ts).
    */
   insertTelemetry(rows: TelemetryRow[]): Promise<void>;
-  telemetryHistory(deviceId: string, limit: number): Promise<TelemetryPoint[]>;
+  /** The newest `limit` readings, oldest first, within `maxChars` characters of data (at least one; default kysely-storage.ts HISTORY_MAX_CHARS). */
+  telemetryHistory(deviceId: string, limit: number, maxChars?: number): Promise<TelemetryPoint[]>;
   countTelemetry(deviceId?: string): Promise<number>;
   /**
    * The readings of a range in pages of at most `pageSize`, read with keyset pagination on

@@ -88,6 +88,31 @@ describe('10. socket events', () => {
     socket.emit('command:send', { deviceId: 'esp-1', action: 'togglerele' });
     socket.emit('admin:everything', { please: true });
     expect((await emitAck(socket, 'fleet:list', {})).ok).toBe(true);
+    // An unknown event that asks for an answer gets one; so does an event sent with only its callback.
+    expect(await socket.timeout(3000).emitWithAck('admin:everything', { please: true })).toEqual({ ok: false, error: 'bad_request' });
+    expect(await socket.timeout(3000).emitWithAck('__proto__')).toEqual({ ok: false, error: 'bad_request' });
+    expect((await socket.timeout(3000).emitWithAck('fleet:list')).ok).toBe(true);
+    expect(await socket.timeout(3000).emitWithAck('device:watch')).toEqual({ ok: false, error: 'bad_request' });
+    socket.close();
+  });
+
+  test('when a socket asks for history while its previous history request is still being answered, then the second is rate_limited', async () => {
+    const { server, socket } = await loggedIn('viewer');
+    await addDevice(server, 'esp-h');
+    const storage = server.app.storage;
+    const history = storage.telemetryHistory.bind(storage);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    storage.telemetryHistory = async (...args) => {
+      await gate;
+      return history(...args);
+    };
+    const first = emitAck(socket, 'telemetry:history', { deviceId: 'esp-h' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await emitAck(socket, 'telemetry:history', { deviceId: 'esp-h' })).toEqual({ ok: false, error: 'rate_limited' });
+    release();
+    expect(await first).toEqual({ ok: true, points: [] });
+    expect(await emitAck(socket, 'telemetry:history', { deviceId: 'esp-h' })).toEqual({ ok: true, points: [] });
     socket.close();
   });
 

@@ -287,6 +287,15 @@ export function storageContract(engine: 'sqlite' | 'postgres', open: () => Promi
         expect(await s.telemetryHistory('d1', 100)).toHaveLength(20);
         expect(await s.telemetryHistory('nope', 10)).toEqual([]);
       });
+
+      test('when history is asked for readings larger than the size cap, then it is the newest that fit, at least one, oldest first', async () => {
+        const pad = 'x'.repeat(1000);
+        await s.insertTelemetry(Array.from({ length: 10 }, (_, i) => reading('d1', `big${i}`, T0 + i, { seq: i, pad })));
+        const one = JSON.stringify({ seq: 0, pad }).length;
+        expect((await s.telemetryHistory('d1', 10, 3 * one + 10)).map((p) => p.data.seq)).toEqual([7, 8, 9]);
+        expect((await s.telemetryHistory('d1', 10, 1)).map((p) => p.data.seq)).toEqual([9]);
+        expect(await s.telemetryHistory('d1', 10)).toHaveLength(10);
+      });
     });
 
     describe('commands', () => {
