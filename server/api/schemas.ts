@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import 'zod-openapi';
 import { commandFields, commandViewSchema, deviceViewSchema, withParamsRule } from '../contract/schemas';
+import { DEVICE_ID_RE } from '../devices/messages';
 import { ROLES } from '../storage';
 import { parseTime } from './time';
 
@@ -86,8 +87,8 @@ export const CreateDeviceBody = z
   .object({
     id: z
       .string()
-      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must be 1-64 characters: letters, digits, _ . : -')
-      .meta({ description: '1-64 characters: letters, digits, `_ . : -`', example: 'greenhouse-1' }),
+      .regex(DEVICE_ID_RE, 'must be 1-64 characters: letters, digits, _ . : - (not only dots)')
+      .meta({ description: '1-64 characters: letters, digits, `_ . : -`, not only dots', example: 'greenhouse-1' }),
     name: z.string().max(100, 'must be at most 100 characters').optional().meta({ description: 'Shown in the page; default: the id', example: 'Greenhouse sensor' }),
   })
   .strict()

@@ -5,7 +5,7 @@ import { hashToken, newDeviceToken } from './tokens';
 export class InputError extends Error {}
 
 export function deviceIdProblem(id: string): string | null {
-  return DEVICE_ID_RE.test(id) ? null : 'Device id must be 1-64 characters: letters, digits, _ . : -';
+  return DEVICE_ID_RE.test(id) ? null : 'Device id must be 1-64 characters: letters, digits, _ . : - (not only dots)';
 }
 
 /** Adds a device; the token is returned once and only its hash is kept. */

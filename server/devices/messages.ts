@@ -1,8 +1,9 @@
 /** Validation of device → server messages (docs/protocol.md). Each returns the typed message or a reason. */
 
-export const DEVICE_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
-/** Anonymous devices name themselves; any printable text up to 64 characters is kept (and shown as text). */
-export const ANON_ID_RE = /^[^\x00-\x1f\x7f]{1,64}$/u;
+/** Not only dots: `/devices/..` is a path a browser resolves away, so such a device could not be opened or managed in the page. */
+export const DEVICE_ID_RE = /^(?!\.+$)[A-Za-z0-9_.:-]{1,64}$/;
+/** Anonymous devices name themselves; any printable text up to 64 characters is kept (and shown as text), but not only dots. */
+export const ANON_ID_RE = /^(?!\.+$)[^\x00-\x1f\x7f]{1,64}$/u;
 
 const MSG_ID_MAX = 64;
 const TOKEN_MAX = 256;
@@ -24,7 +25,7 @@ export function parseDeviceMessage(m: Record<string, unknown>): Parsed {
   switch (m.type) {
     case 'hello': {
       if (typeof m.device !== 'string' || !DEVICE_ID_RE.test(m.device)) {
-        return { ok: false, detail: 'hello needs "device": 1-64 characters of A-Z a-z 0-9 _ . : -' };
+        return { ok: false, detail: 'hello needs "device": 1-64 characters of A-Z a-z 0-9 _ . : -, not only dots' };
       }
       if (typeof m.token !== 'string' || m.token.length === 0 || m.token.length > TOKEN_MAX) {
         return { ok: false, detail: 'hello needs "token"' };

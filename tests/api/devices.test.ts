@@ -74,6 +74,7 @@ describe('POST /api/v1/devices', () => {
 
   test.each([
     ['a bad id', { id: 'has spaces' }, /body\.id/],
+    ['an id of only dots (a path a browser resolves away)', { id: '..' }, /body\.id/],
     ['no id', { name: 'x' }, /body\.id/],
     ['an unknown field', { id: 'ok-id', colour: 'red' }, /colour|unrecognized/i],
     ['a name over 100 characters', { id: 'ok-id2', name: 'x'.repeat(101) }, /body\.name/],

@@ -139,6 +139,21 @@ describe('device line protocol', () => {
     d.close();
   });
 
+  test('when a device id is only dots, then it is refused: adding it, its hello, and as an anonymous name (it gets anon-<address>)', async () => {
+    const { addDevice: add } = await import('../../server/devices/admin');
+    await expect(add(db(server), '..')).rejects.toThrow(/not only dots/);
+    const d = await RawDevice.connect(server.devicePort);
+    d.send({ type: 'hello', device: '.', token: 'x' });
+    expect(await d.next()).toMatchObject({ type: 'error', error: 'unauthorized', detail: expect.stringContaining('not only dots') });
+    d.close();
+    await server.close();
+    server = await startServer({ allowAnonymousDevices: true });
+    const anon = await RawDevice.connect(server.devicePort);
+    anon.send({ type: 'telemetry', device: '..', id: 'r-1', data: { v: 1 } });
+    expect(await anon.next((m) => m.type === 'welcome')).toMatchObject({ device: 'anon-127.0.0.1' });
+    anon.close();
+  });
+
   test('when an anonymous device presents a token, then it is refused until an admin gives it one, and then it needs that token', async () => {
     await server.close();
     server = await startServer({ allowAnonymousDevices: true });
