@@ -86,7 +86,7 @@ export function verifyCsrf(req: Request, res: Response, next: NextFunction): voi
   if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
   const sent = (req.body as Record<string, unknown> | undefined)?._csrf ?? req.get('x-csrf-token');
   if (sameCsrfToken(sent, req.session?.csrf)) return next();
-  res.status(403).render('error', { title: 'Form expired', status: 403, message: 'This form has expired. Go back, reload the page and try again.', user: req.user ?? null, csrfToken: csrfToken(req) });
+  res.status(403).render('error', { title: 'Form expired', status: 403, message: 'This form has expired. Go back, reload the page and try again.', user: req.user ?? null, csrfToken: req.user ? csrfToken(req) : '' });
 }
 
 export function requireLogin(req: Request, res: Response, next: NextFunction): void {

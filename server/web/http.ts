@@ -69,7 +69,7 @@ export function mountWeb(web: Express, deps: WebDeps): void {
   web.use(authRoutes({ config, storage, throttle: deps.throttle, log, endSession: deps.endSession }));
   web.use(pageRoutes({ config, storage, fabric: deps.fabric, devices: deps.devices, endpoints: deps.endpoints }));
   web.use((req, res) => {
-    res.status(404).render('error', { title: 'Not found', status: 404, message: 'There is nothing here.', user: req.user ?? null, csrfToken: req.session ? csrfToken(req) : '' });
+    res.status(404).render('error', { title: 'Not found', status: 404, message: 'There is nothing here.', user: req.user ?? null, csrfToken: req.user ? csrfToken(req) : '' });
   });
   const onError: ErrorRequestHandler = (err, req, res, _next) => {
     const status = typeof err?.status === 'number' && err.status >= 400 && err.status < 500 ? err.status : 500;

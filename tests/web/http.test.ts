@@ -57,6 +57,17 @@ describe('11. HTTP', () => {
     }
   });
 
+  test('when a visitor without a session gets a 404 or a refused form, then no session is made for them', async () => {
+    const server = await startServer();
+    await createUserAndLogin(server, OWNER); // (before the first account, every page leads to /setup)
+    for (const path of ['/nope-1', '/nope-2', '/devices/x/nope']) {
+      const res = await fetch(server.baseUrl + path, { redirect: 'manual' });
+      expect([path, res.status, res.headers.get('set-cookie')]).toEqual([path, 404, null]);
+    }
+    const refused = await fetch(server.baseUrl + '/logout', { method: 'POST', redirect: 'manual' });
+    expect([refused.status, refused.headers.get('set-cookie')]).toEqual([403, null]);
+  });
+
   test('when requests are malformed or a handler fails, then the answer is a short generic page without a stack trace', async () => {
     const server = await startServer();
     const cookie = await createUserAndLogin(server, OWNER);
