@@ -1,4 +1,5 @@
 // sockpit browser entry: picks the page module from <body data-page="…">.
+import { keepSessionWhileActive } from './lib/activity';
 import { startClock } from './lib/clock';
 import { connect } from './lib/socket';
 import { adminDevicesPage, adminUsersPage } from './pages/admin';
@@ -12,9 +13,11 @@ function start(): void {
   startClock();
   switch (document.body.dataset.page) {
     case 'dashboard':
+      keepSessionWhileActive();
       dashboardPage(connect());
       break;
     case 'device':
+      keepSessionWhileActive();
       devicePage(connect());
       break;
     case 'admin-devices':

@@ -74,6 +74,14 @@ export function authRoutes(deps: {
     res.redirect(303, '/');
   });
 
+  // The page says its user is active (clicks, keys) while it works over the socket, which no HTTP
+  // request rolls: the idle timeout counts from here too (docs/security.md). Rolling sessions
+  // re-send the cookie with every answer, so this answer moves both expiries.
+  r.get('/session/alive', (req, res) => {
+    res.set('Cache-Control', 'no-store');
+    res.status(req.session?.userId !== undefined ? 204 : 401).end();
+  });
+
   r.post('/logout', (req, res) => {
     const sid = req.sessionID;
     req.session.destroy(() => {

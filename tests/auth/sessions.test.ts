@@ -84,6 +84,23 @@ describe('2. cookies', () => {
     expect(await landing(server, '/', cookie)).toBe('303 /login');
   });
 
+  test('when the page says its user is active (GET /session/alive), then the idle timeout starts again, for the store and the cookie; without a login it is 401 and makes no session', async () => {
+    const server = await startServer();
+    const cookie = await createUserAndLogin(server, OWNER);
+    const sid = sidOf(cookie);
+    const storage = server.app.storage;
+    // Five seconds of idle time left.
+    await editSession(server, sid, () => {}, Date.now() + 5_000);
+    expect(await storage.getSession(sid, Date.now() + 10_000)).toBeNull();
+    const res = await fetch(server.baseUrl + '/session/alive', { headers: { cookie } });
+    expect(res.status).toBe(204);
+    const expires = Date.parse(/Expires=([^;]+)/.exec((await setCookieOf(res)) ?? '')![1]!);
+    expect(Math.abs(expires - (Date.now() + server.config.sessionIdleMin * 60_000))).toBeLessThan(60_000);
+    expect(await storage.getSession(sid, Date.now() + 10_000)).not.toBeNull();
+    const anonymous = await fetch(server.baseUrl + '/session/alive');
+    expect([anonymous.status, anonymous.headers.get('set-cookie')]).toEqual([401, null]);
+  });
+
   test('when a session has been idle past SESSION_IDLE_MIN, then it is refused', async () => {
     const server = await startServer();
     const cookie = await createUserAndLogin(server, OWNER);
