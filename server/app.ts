@@ -23,7 +23,7 @@ import { Lifecycle } from './lifecycle';
 import { createLogger } from './logger';
 import { Broadcaster, FLEET_FLUSH_MS, IO } from './realtime/broadcast';
 import { createHandlers } from './realtime/handlers';
-import { createIO, endSession, registerRealtime } from './realtime/io';
+import { createIO, endSession, endUser, registerRealtime } from './realtime/io';
 import { openStorage, Storage } from './storage';
 import { TlsMaterial } from './tls/material';
 import { TelemetryWriter } from './telemetry/writer';
@@ -152,6 +152,7 @@ async function compose(config: Config, log: Logger, parts: Lifecycle): Promise<A
       return { tcp: tcp.state === 'listening' ? tcp.port : null, tcpTls: tcpTls.state === 'listening' ? tcpTls.port : null, ca: tls?.ca ?? null };
     },
     endSession: (sid, reason) => endSession(io, sid, reason),
+    endUser: (userId) => endUser(io, userId),
     api,
   });
   await commands.start();

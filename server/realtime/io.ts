@@ -189,6 +189,12 @@ function dropSocketsNotReading(io: IO, log: Logger, onDrop: () => void): void {
   }
 }
 
+/** Tells a removed user's sockets, then disconnects them (on every instance). */
+export function endUser(io: IO, userId: number): void {
+  io.to(rooms.user(userId)).emit('session:ended', { reason: 'expired' });
+  io.in(rooms.user(userId)).disconnectSockets(true);
+}
+
 /** Tells a session's sockets why, then disconnects them (on every instance). */
 export function endSession(io: IO, sid: string, reason: 'logout' | 'expired'): void {
   io.to(rooms.session(sid)).emit('session:ended', { reason });

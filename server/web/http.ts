@@ -23,6 +23,8 @@ export interface WebDeps {
   endpoints: PageDeps['endpoints'];
   /** Disconnects every socket of a login session (logout). */
   endSession: (sid: string, reason: 'logout' | 'expired') => void;
+  /** Disconnects a removed user's sockets at once. */
+  endUser: (userId: number) => void;
   /** The REST API (docs/api.md): before the pages' body parsers and error pages, after the security headers. */
   api?: express.Router;
 }
@@ -67,7 +69,7 @@ export function mountWeb(web: Express, deps: WebDeps): void {
   });
   web.use(verifyCsrf);
   web.use(authRoutes({ config, storage, throttle: deps.throttle, log, endSession: deps.endSession }));
-  web.use(pageRoutes({ config, storage, fabric: deps.fabric, devices: deps.devices, endpoints: deps.endpoints }));
+  web.use(pageRoutes({ config, storage, fabric: deps.fabric, devices: deps.devices, endpoints: deps.endpoints, endUser: deps.endUser }));
   web.use((req, res) => {
     res.status(404).render('error', { title: 'Not found', status: 404, message: 'There is nothing here.', user: req.user ?? null, csrfToken: req.user ? csrfToken(req) : '' });
   });

@@ -20,6 +20,8 @@ export interface PageDeps {
   devices: LiveDevices;
   /** Where devices connect, as bound (the firmware snippet and the simulator line name them). */
   endpoints: () => DeviceEndpoints;
+  /** Disconnects a removed user's sockets at once (they would otherwise go at the next re-check). */
+  endUser: (userId: number) => void;
 }
 
 /** The ports devices dial and the CA they trust, for the page. */
@@ -182,6 +184,7 @@ export function pageRoutes(deps: PageDeps): Router {
     const u = await target(req);
     if (u.id === req.user!.id) throw new InputError('You cannot remove yourself.');
     await removeUser(storage, u);
+    deps.endUser(u.id);
     return `User ${u.username} removed.`;
   }));
 

@@ -3,7 +3,7 @@
  * user was removed is dropped at the next session re-check (server/realtime/io.ts).
  */
 import { SESSION_RECHECK_MS } from '../../server/realtime/io';
-import { closeAllServers, connectSocket, createUserAndLogin, db, nextEvent, startServer } from '../support/server';
+import { closeAllServers, connectSocket, CookieJar, createUserAndLogin, db, nextEvent, postForm, startServer } from '../support/server';
 import { editSession, sidOf } from '../support/web';
 
 afterEach(closeAllServers);
@@ -47,5 +47,21 @@ describe('4. sockets of dead sessions', () => {
     expect(await s1.timeout(5000).emitWithAck('fleet:list', {})).toEqual({ ok: false, error: 'forbidden' });
     await gone1;
     await gone2;
+  });
+
+  test('when an admin removes a user in the page, then that user\'s sockets get session:ended and are disconnected at once', async () => {
+    // No re-check within the test: only the removal itself can end the socket.
+    const server = await startServer({ sessionRecheckMs: 600_000 });
+    const owner = await createUserAndLogin(server, OWNER);
+    const ann = await createUserAndLogin(server, { username: 'ann', password: 'ann password', role: 'viewer' });
+    const socket = await connectSocket(server, ann);
+    const ended = nextEvent(socket, 'session:ended', () => true, 5000);
+    const gone = new Promise((r) => socket.once('disconnect', r));
+    const jar = new CookieJar();
+    jar.store(new Response(null, { headers: { 'set-cookie': owner } }));
+    const annId = (await db(server).getUserByName('ann'))!.id;
+    expect((await postForm(server.baseUrl, '/admin/users', `/admin/users/${annId}/remove`, {}, jar)).status).toBe(200);
+    expect(await ended).toEqual({ reason: 'expired' });
+    await gone;
   });
 });
