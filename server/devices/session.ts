@@ -146,7 +146,7 @@ export class DeviceSession {
   credential: string | null = null;
   private state: State = 'hello';
   /** Messages that came while the device was being checked and welcomed (a frame it could not hand over: `invalid`). */
-  private inbox: { body: Buffer; done?: Done; invalid?: { code: ErrorCode; detail: string } }[] = [];
+  private inbox: { body: Buffer; done?: Done; as?: 'ack'; invalid?: { code: ErrorCode; detail: string } }[] = [];
   private badLines = 0;
   private tokens: number;
   private lastRefill = Date.now();
@@ -312,7 +312,7 @@ export class DeviceSession {
     this.lastSeenAt = Date.now();
     if (this.state === 'authenticating') {
       // A copy: the transport may reuse the bytes once this returns (TCP's shared read buffer).
-      this.inbox.push({ body: Buffer.from(body), done });
+      this.inbox.push({ body: Buffer.from(body), done, as });
       if (this.inbox.length === INBOX_PAUSE_AT) this.link.pause();
       return;
     }
@@ -442,7 +442,7 @@ export class DeviceSession {
     while (this.inbox.length > 0 && this.state === 'ready') {
       const m = this.inbox.shift()!;
       if (m.invalid) this.receiveInvalid(m.invalid.code, m.invalid.detail);
-      else this.receive(m.body, m.done);
+      else this.receive(m.body, m.done, m.as);
     }
     if (!this.services.saturated) this.link.resume();
   }

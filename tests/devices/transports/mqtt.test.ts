@@ -343,6 +343,35 @@ describe('MQTT devices, with the mqtt client', () => {
     socket.close();
   });
 
+  test('when an ack arrives while the device\'s new connection is being welcomed, then it is taken as an ack once the welcome is done', async () => {
+    const { server, socket } = await withDashboard();
+    const { token } = await addDevice(server, 'mq-ackw');
+    const first = await RawMqtt.connect(server.mqttPort, { id: 'mq-ackw', token });
+    first.raw.subscribe(topics.commands('mq-ackw'));
+    await first.raw.next((p) => p.cmd === 'suback');
+    const res = await emitAck(socket, 'command:send', { deviceId: 'mq-ackw', action: 'togglerele' });
+    await first.raw.next((p) => p.cmd === 'publish');
+    // Hold the next welcome's storage write; the device reconnects and acks at once.
+    const storage = server.app.storage;
+    const markSeen = storage.markDeviceSeen.bind(storage);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    storage.markDeviceSeen = async (...args) => {
+      await gate;
+      return markSeen(...args);
+    };
+    const again = await RawMqtt.connect(server.mqttPort, { id: 'mq-ackw', token });
+    const mid = again.raw.publish(topics.ack('mq-ackw'), JSON.stringify({ id: res.command.id, ok: true }), 1);
+    await sleep(200);
+    release();
+    await again.raw.puback(mid);
+    await until(async () => (await db(server).getCommand(res.command.id))!.status === 'acked', 3000, 'the ack');
+    expect(await db(server).countTelemetry('mq-ackw')).toBe(0);
+    first.raw.close();
+    again.raw.close();
+    socket.close();
+  });
+
   test('when a device with a persistent session (clean session off) reconnects, then its subscription holds and queued commands reach it without a new SUBSCRIBE', async () => {
     const { server, socket } = await withDashboard();
     const { token } = await addDevice(server, 'mq-keep');
