@@ -34,6 +34,25 @@ Settings come from the environment as for the server (DATA_DIR, DATABASE_URL, DE
 
 class UsageError extends Error {}
 
+/**
+ * How many words each subcommand takes (itself included): one more is refused, so that
+ * `device remove a b` does not remove only `a`, and `device add k1 Kitchen relay` does not
+ * silently drop the name that needed --name.
+ */
+const WORDS: Record<string, Record<string, number>> = {
+  user: { add: 2, list: 1, passwd: 2, role: 3, remove: 2 },
+  device: { add: 2, list: 1, token: 2, remove: 2 },
+  apikey: { add: 2, list: 1, revoke: 2 },
+  tls: { ca: 1 },
+};
+
+function noExtraWords(cmd: string, positionals: readonly string[]): void {
+  const n = WORDS[cmd]?.[positionals[0] ?? ''];
+  if (n !== undefined && positionals.length > n) {
+    throw new UsageError(`unexpected argument "${positionals[n]}" for ${cmd} ${positionals[0]}${cmd === 'device' && positionals[0] === 'add' ? ' (a name goes in --name "TEXT")' : ''}`);
+  }
+}
+
 async function readPassword(prompt: string): Promise<string> {
   if (!process.stdin.isTTY) {
     // Piped: the first line of stdin is the password.
@@ -67,6 +86,7 @@ const when = (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T'
 
 async function user(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { role: { type: 'string' } } });
+  noExtraWords('user', positionals);
   const [sub, name, extra] = positionals;
   const rounds = loadConfig(process.env).bcryptRounds;
   switch (sub) {
@@ -119,6 +139,7 @@ async function device(args: string[]): Promise<void> {
     allowPositionals: true,
     options: { name: { type: 'string' }, json: { type: 'boolean', default: false } },
   });
+  noExtraWords('device', positionals);
   const [sub, id] = positionals;
   switch (sub) {
     case 'add': {
@@ -162,6 +183,7 @@ async function apikey(args: string[]): Promise<void> {
     allowPositionals: true,
     options: { user: { type: 'string' }, role: { type: 'string' }, json: { type: 'boolean', default: false } },
   });
+  noExtraWords('apikey', positionals);
   const [sub, arg] = positionals;
   switch (sub) {
     case 'add': {
@@ -262,6 +284,7 @@ function readCa(file: string | undefined, dataDir: string): string | undefined {
 async function tlsCommand(args: string[]): Promise<void> {
   const [sub] = args;
   if (sub !== 'ca') throw new UsageError(`unknown tls command "${sub ?? ''}"`);
+  noExtraWords('tls', args);
   const config = loadConfig(process.env);
   if (config.tlsCert) {
     throw new InputError(`TLS_CERT is set (${config.tlsCert}): sockpit presents that certificate, so devices need the CA that signed it, not sockpit's own`);

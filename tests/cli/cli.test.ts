@@ -196,6 +196,10 @@ describe('bad usage', () => {
     { when: 'no password on stdin', args: ['user', 'add', 'bob', '--role', 'operator'], input: '', message: /^sockpit: Password must be at least 8 characters\.$/ },
     { when: 'an option the command does not know', args: ['device', 'list', '--colour'], message: /^sockpit: .*--colour/ },
     { when: 'simulate without a token', args: ['simulate', '--id', 'x'], message: /^sockpit: simulate needs --id and --token$/ },
+    { when: 'device remove with two ids', args: ['device', 'remove', 'k1', 'k2'], message: /^sockpit: unexpected argument "k2" for device remove$/ },
+    { when: 'device add with a name not given as --name', args: ['device', 'add', 'k1', 'Kitchen'], message: /^sockpit: unexpected argument "Kitchen" for device add \(a name goes in --name "TEXT"\)$/ },
+    { when: 'user add with two names', args: ['user', 'add', 'bob', 'carol', '--role', 'viewer'], input: 'bob password 1\n', message: /^sockpit: unexpected argument "carol" for user add$/ },
+    { when: 'tls ca with more words', args: ['tls', 'ca', 'extra'], message: /^sockpit: unexpected argument "extra" for tls ca$/ },
     { when: 'a bad setting in the environment', args: ['device', 'list'], env: { LOG_LEVEL: 'loud' }, message: /^sockpit: bad setting LOG_LEVEL: / },
   ];
 
