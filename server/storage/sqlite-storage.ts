@@ -164,7 +164,9 @@ class ThreadDriver implements Driver {
     while (this.ended) await this.ended;
     this.owner = conn;
     this.ended = new Promise((r) => (this.end = r));
-    await conn.executeQuery(CompiledQuery.raw('begin'));
+    // IMMEDIATE: it takes the write lock now. A deferred one that read and then wrote failed at once
+    // (SQLITE_BUSY, no waiting) when another process (the CLI) had written meanwhile.
+    await conn.executeQuery(CompiledQuery.raw('begin immediate'));
   }
   async commitTransaction(c: DatabaseConnection): Promise<void> {
     try {

@@ -28,6 +28,23 @@ const rows = (n: number, from = 0): TelemetryRow[] =>
   Array.from({ length: n }, (_, i) => ({ deviceId: 'd1', msgId: `m${from + i}`, ts: 1_000 + from + i, data: { seq: from + i, pad: 'x'.repeat(50) } }));
 
 describe('SQLite thread', () => {
+  test('when several processes change admins at once (the CLI beside the server), then none fails with "database is locked" and an admin is kept', async () => {
+    const admins = [];
+    for (let i = 0; i < 8; i++) admins.push((await storage.createUser({ username: `boss${i}`, passwordHash: 'h', role: 'admin' }))!);
+    // One connection each, as separate processes have: their transactions contend for the file's write lock.
+    const others = await Promise.all(admins.map(() => SqliteStorage.open(dir)));
+    try {
+      const results = await Promise.allSettled(admins.map((a, i) => others[i]!.deleteUser(a.id, true)));
+      const failures = results.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message)] : []));
+      // All but one go; the last is refused for being the last admin, never for a lock.
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).not.toMatch(/locked|busy/i);
+      expect(await storage.countAdmins()).toBe(1);
+    } finally {
+      await Promise.all(others.map((o) => o.close()));
+    }
+  });
+
   test('when a large telemetry batch is being written, then a query sent after it is answered before the batch finishes, and every row is stored', async () => {
     const order: string[] = [];
     const batch = storage.insertTelemetry(rows(30_000)).then(() => order.push('batch'));
