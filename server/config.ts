@@ -163,17 +163,36 @@ export function loadConfig(env: Env = process.env, opts: { stdoutIsTTY?: boolean
   }
   const host = str(env, 'HOST') ?? '0.0.0.0';
   if (!/^[A-Za-z0-9.:\-[\]]+$/.test(host)) throw new ConfigError('HOST', `is not a host name or address: "${host}"`);
+  const ports = {
+    PORT: port(env, 'PORT', 3000),
+    DEVICE_PORT: port(env, 'DEVICE_PORT', 7000),
+    MQTT_PORT: optionalPort(env, 'MQTT_PORT', 1883),
+    DEVICE_TLS_PORT: optionalPort(env, 'DEVICE_TLS_PORT', 7443),
+    MQTT_TLS_PORT: optionalPort(env, 'MQTT_TLS_PORT', 8883),
+    HTTPS_PORT: optionalPort(env, 'HTTPS_PORT', null),
+  };
+  const devicePlaintext = bool(env, 'DEVICE_PLAINTEXT', true);
+  // Two of sockpit's own listeners on one port: the second would find it taken (0 is any free port;
+  // with DEVICE_PLAINTEXT=false the plain device ports do not listen).
+  const seen = new Map<number, string>();
+  for (const [name, p] of Object.entries(ports)) {
+    if (p === null || p === 0) continue;
+    if (!devicePlaintext && (name === 'DEVICE_PORT' || name === 'MQTT_PORT')) continue;
+    const other = seen.get(p);
+    if (other) throw new ConfigError(name, `is ${p}, the same port as ${other}: each listener needs its own`);
+    seen.set(p, name);
+  }
   return {
-    port: port(env, 'PORT', 3000),
+    port: ports.PORT,
     host,
-    devicePort: port(env, 'DEVICE_PORT', 7000),
-    mqttPort: optionalPort(env, 'MQTT_PORT', 1883),
-    deviceTlsPort: optionalPort(env, 'DEVICE_TLS_PORT', 7443),
-    mqttTlsPort: optionalPort(env, 'MQTT_TLS_PORT', 8883),
-    httpsPort: optionalPort(env, 'HTTPS_PORT', null),
+    devicePort: ports.DEVICE_PORT,
+    mqttPort: ports.MQTT_PORT,
+    deviceTlsPort: ports.DEVICE_TLS_PORT,
+    mqttTlsPort: ports.MQTT_TLS_PORT,
+    httpsPort: ports.HTTPS_PORT,
     tlsCert: tlsCert === null ? null : path.resolve(tlsCert),
     tlsKey: tlsKey === null ? null : path.resolve(tlsKey),
-    devicePlaintext: bool(env, 'DEVICE_PLAINTEXT', true),
+    devicePlaintext,
     dataDir: path.resolve(str(env, 'DATA_DIR') ?? './data'),
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),

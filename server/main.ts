@@ -2,6 +2,7 @@ import os from 'node:os';
 import { App, createApp, Listening } from './app';
 import { bannerText, BannerInfo, BannerLine } from './banner';
 import { Config, ConfigError, loadConfig } from './config';
+import { claimDataDir, StartError } from './storage/data-dir-lock';
 import { TlsSetupError } from './tls/material';
 import type { ListenerStatus } from './devices/listeners';
 import { chooseDeviceHost, isLoopbackHost } from './web/device-host';
@@ -33,8 +34,10 @@ async function bannerInfo(app: App, config: Config, ports: Listening): Promise<B
 }
 
 /** Entry point: parse settings, listen, handle signals. Everything else lives in createApp. */
+/** The settings, once read (for the start-up failure's one line). */
+let config: Config | null = null;
+
 async function main(): Promise<void> {
-  let config;
   try {
     config = loadConfig(process.env, { stdoutIsTTY: process.stdout.isTTY === true });
   } catch (err) {
@@ -44,6 +47,9 @@ async function main(): Promise<void> {
     }
     throw err;
   }
+  // SQLite is one server process's: a second one on the same DATA_DIR stops here, before it touches anything.
+  const release = config.databaseUrl === null ? claimDataDir(config.dataDir) : () => {};
+  process.on('exit', release);
   const app = await createApp(config);
   let stopping = false;
   const stop = (signal: string) => {
@@ -77,15 +83,41 @@ async function main(): Promise<void> {
   else if (info.setupPending) app.log.info({ url: `${info.httpUrl}/setup` }, 'no user yet: open /setup to create the owner account');
 }
 
-main().catch((err: Error & { code?: string; syscall?: string; port?: number }) => {
-  // Operational start-up failures get one clear line; anything else is a bug worth its stack.
+/** The settings that name a port, for a port that could not be bound. */
+function portSetting(port: number | undefined): string {
+  if (config === null || port === undefined) return 'PORT, DEVICE_PORT, MQTT_PORT, DEVICE_TLS_PORT, MQTT_TLS_PORT or HTTPS_PORT';
+  const c = config;
+  const named = ([['PORT', c.port], ['DEVICE_PORT', c.devicePort], ['MQTT_PORT', c.mqttPort], ['DEVICE_TLS_PORT', c.deviceTlsPort], ['MQTT_TLS_PORT', c.mqttTlsPort], ['HTTPS_PORT', c.httpsPort]] as const)
+    .filter(([, p]) => p === port)
+    .map(([name]) => name);
+  return named.length > 0 ? named.join(' or ') : 'the port settings';
+}
+
+/** One line for a failure of the operator's making (a setting, a port, the data), or null for a bug. */
+function startFailure(err: Error & { code?: string; syscall?: string; port?: number; hostname?: string; severity?: string }): string | null {
+  if (err instanceof StartError) return err.message;
+  if (err.code === 'EADDRINUSE') return `port ${err.port} is already in use; set ${portSetting(err.port)}`;
+  if ((err.code === 'EACCES' || err.code === 'EPERM') && err.syscall === 'listen') return `not allowed to listen on port ${err.port}; set ${portSetting(err.port)}`;
+  if (err.code === 'EADDRNOTAVAIL' || (err.code === 'ENOTFOUND' && config?.databaseUrl === null)) return `HOST: cannot listen on ${config?.host ?? 'it'} (${err.code}: not an address of this machine)`;
+  const databaseUrl = config?.databaseUrl;
+  if (databaseUrl) {
+    const where = new URL(databaseUrl).host;
+    // The driver's errors: a server that cannot be reached, or one that refuses the user or database.
+    if (err.severity !== undefined || ['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'].includes(err.code ?? '')) return `DATABASE_URL: cannot use the database at ${where}: ${err.message}`;
+  }
+  if (err.code === 'ECONNREFUSED' || /connect|database|migration|SQLITE/i.test(err.message)) {
+    return `cannot start: ${err.message}${databaseUrl ? '' : ` (DATA_DIR ${config?.dataDir ?? ''})`}`;
+  }
+  return null;
+}
+
+main().catch((err: Error) => {
   if (err instanceof TlsSetupError) {
     process.stderr.write(`sockpit: bad setting ${err.message}\n`);
     process.exit(2);
   }
-  if (err.code === 'EADDRINUSE') process.stderr.write(`sockpit: port ${err.port} is already in use (set PORT, DEVICE_PORT, DEVICE_TLS_PORT or HTTPS_PORT)\n`);
-  else if (err.code === 'EACCES') process.stderr.write(`sockpit: not allowed to listen on port ${err.port}\n`);
-  else if (err.code === 'ECONNREFUSED' || /connect|database|migration|SQLITE/i.test(err.message)) process.stderr.write(`sockpit: cannot start: ${err.message}\n`);
-  else process.stderr.write(`sockpit: failed to start: ${err.stack ?? err.message}\n`);
+  // Operational start-up failures get one clear line; anything else is a bug worth its stack.
+  const line = startFailure(err);
+  process.stderr.write(line !== null ? `sockpit: ${line}\n` : `sockpit: failed to start: ${err.stack ?? err.message}\n`);
   process.exit(1);
 });
