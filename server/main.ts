@@ -47,8 +47,9 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  // SQLite is one server process's: a second one on the same DATA_DIR stops here, before it touches anything.
-  const release = config.databaseUrl === null ? claimDataDir(config.dataDir) : () => {};
+  // SQLite without Redis is one server process's: a second one on the same DATA_DIR stops here,
+  // before it touches anything. (With REDIS_URL, instances share the data and know of each other.)
+  const release = config.databaseUrl === null && config.redisUrl === null ? claimDataDir(config.dataDir) : () => {};
   process.on('exit', release);
   const app = await createApp(config);
   let stopping = false;
