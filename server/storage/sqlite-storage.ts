@@ -31,6 +31,8 @@ export class SqliteStorage extends KyselyStorage {
    * sees every committed write, also the CLI's from another process. Null until migrated.
    */
   private reader: { db: Database.Database; user: Database.Statement<[number]> } | null = null;
+  /** The database file's identity when opened (device and inode); see checkFile. */
+  private fileId: string | null = null;
 
   private constructor(
     private readonly thread: SqliteThread,
@@ -51,7 +53,25 @@ export class SqliteStorage extends KyselyStorage {
       throw err;
     }
     storage.openReader();
+    storage.fileId = fileIdOf(dbFile);
     return storage;
+  }
+
+  /**
+   * Throws when `sockpit.db` was deleted or replaced under the running server: SQLite would go on
+   * writing to the deleted file, and every reading answered `stored` would be gone at the next start.
+   * So /readyz says storage is down, and telemetry is held and retried (devices get no `stored`)
+   * until the server is restarted on a good file (docs/deploying.md).
+   */
+  private checkFile(): void {
+    if (this.fileId !== null && fileIdOf(this.file) !== this.fileId) {
+      throw new Error(`the database file ${this.file} was removed or replaced while the server was running; restart the server`);
+    }
+  }
+
+  override async ping(): Promise<void> {
+    this.checkFile();
+    await super.ping();
   }
 
   private openReader(): void {
@@ -82,6 +102,7 @@ export class SqliteStorage extends KyselyStorage {
   /** The hot path bypasses the query builder: the thread writes the batch with prepared statements. */
   async insertTelemetry(rows: TelemetryRow[]): Promise<void> {
     if (rows.length === 0) return;
+    this.checkFile();
     await this.thread.insertTelemetry(rows);
   }
 
@@ -119,6 +140,16 @@ export class SqliteStorage extends KyselyStorage {
     // memory, but moves no row that has left the table.
     await this.thread.forgetTelemetry(id);
     return deleted;
+  }
+}
+
+/** A file's device and inode, or null when it does not exist. */
+function fileIdOf(file: string): string | null {
+  try {
+    const st = fs.statSync(file);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
   }
 }
 

@@ -28,6 +28,14 @@ const rows = (n: number, from = 0): TelemetryRow[] =>
   Array.from({ length: n }, (_, i) => ({ deviceId: 'd1', msgId: `m${from + i}`, ts: 1_000 + from + i, data: { seq: from + i, pad: 'x'.repeat(50) } }));
 
 describe('SQLite thread', () => {
+  test('when sockpit.db is deleted under the running server, then ping fails and telemetry is refused (not answered stored into a deleted file)', async () => {
+    await storage.insertTelemetry(rows(3));
+    await storage.ping();
+    fs.rmSync(path.join(dir, 'sockpit.db'));
+    await expect(storage.ping()).rejects.toThrow(/was removed or replaced/);
+    await expect(storage.insertTelemetry(rows(3, 3))).rejects.toThrow(/was removed or replaced/);
+  });
+
   test('when several processes change admins at once (the CLI beside the server), then none fails with "database is locked" and an admin is kept', async () => {
     const admins = [];
     for (let i = 0; i < 8; i++) admins.push((await storage.createUser({ username: `boss${i}`, passwordHash: 'h', role: 'admin' }))!);
