@@ -94,9 +94,10 @@ static void printTally(const Tally *t, char sep) {
   for (int i = 0; i < t->len; i++) printf("%s%s%c%llu", i ? "," : "", t->name[i], sep, (unsigned long long)t->n[i]);
 }
 
+/* The monotonic clock, as the Node side reads it (bench/lib/stats.mjs nowMs): immune to wall-clock steps. */
 static double nowMs(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 

@@ -80,5 +80,11 @@ export function round(x, digits = 2) {
   return Math.round(x * f) / f;
 }
 
-/** Wall-clock milliseconds with sub-millisecond resolution; comparable across local processes. */
-export const nowMs = () => performance.timeOrigin + performance.now();
+/**
+ * Milliseconds on the machine's monotonic clock (CLOCK_MONOTONIC, as the C generator reads it),
+ * with sub-millisecond resolution, comparable across local processes. Not the wall clock: it was
+ * stepped during a run on a VM, and `performance.timeOrigin + performance.now()` (the wall clock
+ * at process start, then monotonic) then disagreed with the generator's wall-clock stamps by the
+ * step, which made every later latency of that run negative (counted as 0) or too long.
+ */
+export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
