@@ -1,6 +1,6 @@
 /** The device line protocol (docs/protocol.md) on a real connection: hello, replies in the device's encoding, limits, reliable telemetry. */
 import { RawDevice, encode } from '../support/device';
-import { addDevice, closeAllServers, db, metric, startServer, TestServer } from '../support/server';
+import { addDevice, closeAllServers, db, holdStorageCalls, metric, startServer, TestServer } from '../support/server';
 import { REPLY_FLUSH_CHUNK } from '../../server/devices/core';
 
 let server: TestServer;
@@ -183,14 +183,7 @@ describe('device line protocol', () => {
   test('when lines arrive while the device is being welcomed, then they are handled in the order they came', async () => {
     const { token } = await addDevice(server, 'esp-order');
     // Hold the welcome's own storage write, so that lines keep coming while it waits.
-    const storage = server.app.storage;
-    const markSeen = storage.markDeviceSeen.bind(storage);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    storage.markDeviceSeen = async (...args) => {
-      await gate;
-      return markSeen(...args);
-    };
+    const { release } = holdStorageCalls(server, 'markDeviceSeen');
     const d = await RawDevice.connect(server.devicePort);
     const badJson = Buffer.from('{nope').toString('base64') + '\n';
     d.write(encode({ type: 'hello', device: 'esp-order', token }) + encode({ type: 'telemetry', id: 'o-1', data: { n: 1 } }) + badJson);

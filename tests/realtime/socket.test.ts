@@ -6,7 +6,7 @@
 import { io as ioClient } from 'socket.io-client';
 import { MAX_EVENT_BYTES } from '../../server/realtime/io';
 import { RawDevice } from '../support/device';
-import { addDevice, ClientSocket, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, startServer, TestServer } from '../support/server';
+import { addDevice, ClientSocket, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, holdStorageCalls, startServer, TestServer } from '../support/server';
 
 afterEach(closeAllServers);
 
@@ -99,14 +99,7 @@ describe('10. socket events', () => {
   test('when a socket asks for history while its previous history request is still being answered, then the second is rate_limited', async () => {
     const { server, socket } = await loggedIn('viewer');
     await addDevice(server, 'esp-h');
-    const storage = server.app.storage;
-    const history = storage.telemetryHistory.bind(storage);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    storage.telemetryHistory = async (...args) => {
-      await gate;
-      return history(...args);
-    };
+    const { release } = holdStorageCalls(server, 'telemetryHistory');
     const first = emitAck(socket, 'telemetry:history', { deviceId: 'esp-h' });
     await new Promise((r) => setTimeout(r, 200));
     expect(await emitAck(socket, 'telemetry:history', { deviceId: 'esp-h' })).toEqual({ ok: false, error: 'rate_limited' });

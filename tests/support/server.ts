@@ -248,3 +248,19 @@ export async function addDevice(server: TestServer, id: string, name?: string): 
   const { token } = await addDeviceToStorage(db(server), id, name);
   return { id, token };
 }
+
+/**
+ * Holds every call of one of the server's storage methods until `release()` (then they run as
+ * usual): a test keeps the server in the middle of something (a welcome, a history answer).
+ */
+export function holdStorageCalls<K extends 'markDeviceSeen' | 'telemetryHistory'>(server: TestServer, method: K): { release: () => void } {
+  const storage = server.app.storage;
+  const real = (storage[method] as (...a: unknown[]) => Promise<unknown>).bind(storage);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  (storage as unknown as Record<K, (...a: unknown[]) => Promise<unknown>>)[method] = async (...args: unknown[]) => {
+    await gate;
+    return real(...args);
+  };
+  return { release };
+}

@@ -12,7 +12,7 @@ import { sleep, until } from '../../support/child';
 import { RawDevice } from '../../support/device';
 import { mqttClosed, mqttDevice, RawMqtt, topics, type MqttClient } from '../../support/mqtt';
 import { killPython, runPython } from '../../support/python';
-import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, nextEvent, startServer, TestServer, type ClientSocket } from '../../support/server';
+import { addDevice, closeAllServers, connectSocket, createUserAndLogin, db, emitAck, holdStorageCalls, nextEvent, startServer, TestServer, type ClientSocket } from '../../support/server';
 
 afterEach(async () => {
   killPython();
@@ -352,14 +352,7 @@ describe('MQTT devices, with the mqtt client', () => {
     const res = await emitAck(socket, 'command:send', { deviceId: 'mq-ackw', action: 'togglerele' });
     await first.raw.next((p) => p.cmd === 'publish');
     // Hold the next welcome's storage write; the device reconnects and acks at once.
-    const storage = server.app.storage;
-    const markSeen = storage.markDeviceSeen.bind(storage);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    storage.markDeviceSeen = async (...args) => {
-      await gate;
-      return markSeen(...args);
-    };
+    const { release } = holdStorageCalls(server, 'markDeviceSeen');
     const again = await RawMqtt.connect(server.mqttPort, { id: 'mq-ackw', token });
     const mid = again.raw.publish(topics.ack('mq-ackw'), JSON.stringify({ id: res.command.id, ok: true }), 1);
     await sleep(200);
