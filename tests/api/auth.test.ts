@@ -3,15 +3,11 @@
  * the browser session with its CSRF token, keys refused in URLs, key management, and no key in
  * any log line.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { createApp } from '../../server/app';
 import { setRole, removeUser } from '../../server/auth/users';
-import { loadConfig } from '../../server/config';
-import { addDevice, closeAllServers, login, startServer, TestServer, testDatabaseUrl } from '../support/server';
+import { addDevice, closeAllServers, login, startServer, TestServer, testConfig } from '../support/server';
 import { api, browser, expectProblem, keyFor, uniq, user } from './support';
 
 let server: TestServer;
@@ -211,8 +207,8 @@ describe('no key in the logs', () => {
         cb();
       },
     });
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-apilog-'));
-    const config = { ...loadConfig({}), host: '127.0.0.1', port: 0, devicePort: 0, dataDir, databaseUrl: testDatabaseUrl(), logLevel: 'trace' as const, bcryptRounds: 4 };
+    const config = testConfig({ logLevel: 'trace' });
+    const dataDir = config.dataDir;
     const app = await createApp(config, { logger: pino({ level: 'trace' }, sink) });
     try {
       const { httpPort } = await app.listen();

@@ -42,8 +42,12 @@ export function testDatabaseUrl(): string | null {
 /** On PostgreSQL a data dir keeps the database it started with, as on SQLite it keeps its file. */
 const databaseOf = new Map<string, string | null>();
 
-/** A real server on ephemeral ports with its own data dir; quiet logs and cheap bcrypt. */
-export async function startServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+/**
+ * A test server's settings: every listener on an ephemeral port (TLS ones off), its own data dir,
+ * quiet logs and cheap bcrypt. A test that builds the app itself uses this too, so that no default
+ * port (7443, 8883, …) is taken by two test files at once.
+ */
+export function testConfig(overrides: Partial<Config> = {}): Config {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sockpit-test-'));
   const config: Config = {
     ...loadConfig({}),
@@ -62,6 +66,13 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     ...overrides,
   };
   databaseOf.set(dataDir, config.databaseUrl);
+  return config;
+}
+
+/** A real server on ephemeral ports with its own data dir; quiet logs and cheap bcrypt. */
+export async function startServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+  const config = testConfig(overrides);
+  const dataDir = config.dataDir;
   const app = await createApp(config);
   const { httpPort, httpsPort, devices } = await app.listen();
   const port = (l: ListenerStatus) => (l.state === 'listening' ? l.port : 0);
