@@ -58,6 +58,35 @@ describe('live telemetry', () => {
     device.close();
   });
 
+  test('when readings go to several sockets, then each socket is written the whole WebSocket frame in one write, and every client reads it', async () => {
+    const { server, cookie, socket: plain, token } = await setup();
+    plain.close();
+    const clients = await Promise.all([1, 2, 3].map(() => connectSocket(server, cookie, { auth: { telemetry: 'batch' } })));
+    // What the server writes to each client's TCP socket (engine.io's websocket transport, under `ws`).
+    const writes: number[] = [];
+    for (const s of server.app.io.of('/').sockets.values()) {
+      const tcp = (s.conn as unknown as { transport: { socket: { _socket: import('node:net').Socket } } }).transport.socket._socket;
+      const write = tcp.write.bind(tcp);
+      tcp.write = ((chunk: Buffer, ...rest: unknown[]) => {
+        writes.push(chunk.length);
+        return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+      }) as typeof tcp.write;
+    }
+    const got = clients.map(() => [] as number[]);
+    clients.forEach((c, i) => c.on('fleet:telemetry', (b: { data: { seq: number } }[]) => got[i]!.push(...b.map((p) => p.data.seq))));
+    const device = await RawDevice.hello(server.devicePort, 'esp-1', token);
+    device.send({ seq: 1, pad: 'x'.repeat(200) });
+    const deadline = Date.now() + 8000;
+    while (got.some((g) => g.length < 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual([[1], [1], [1]]);
+    // One write per socket carrying header and payload (not a header write and a payload write).
+    const frames = writes.filter((n) => n > 200);
+    expect(frames).toHaveLength(3);
+    expect(writes.filter((n) => n <= 10)).toEqual([]);
+    for (const c of clients) c.close();
+    device.close();
+  });
+
   test('when a device goes offline, then the socket sees device:status offline', async () => {
     const { server, socket, token } = await setup();
     const online = nextEvent(socket, 'device:status', (p) => p.deviceId === 'esp-1' && p.online);
