@@ -24,6 +24,8 @@ const REVALIDATE_MS = 30_000;
 export const REPLY_FLUSH_MS = 100;
 /** Sessions whose held replies are written per turn of the event loop. */
 export const REPLY_FLUSH_CHUNK = 64;
+/** Sessions paused for storage that are resumed per turn of the event loop once it drains. */
+export const RESUME_CHUNK = 64;
 
 /** How long shutdown waits for devices to take their goodbye and close. */
 const GOODBYE_WAIT_MS = 3000;
@@ -107,6 +109,9 @@ export class DeviceCore implements SessionServices, LiveDevices {
   private admitted = 0;
   private readonly admissions = new Map<DeviceSession, Admission>();
   private readonly paused = new Set<DeviceSession>();
+  /** Sessions taken out of `paused` at a drain and not resumed yet (resumePaused), oldest first. */
+  private resuming: DeviceSession[] = [];
+  private resumeQueued: NodeJS.Immediate | null = null;
   /** Sessions holding `stored` replies, and the timer that writes them. */
   private toFlush = new Set<DeviceSession>();
   private flushTimer: NodeJS.Timeout | null = null;
@@ -201,6 +206,7 @@ export class DeviceCore implements SessionServices, LiveDevices {
     clearInterval(this.ticker);
     clearInterval(this.revalidator);
     if (this.flushTimer) clearTimeout(this.flushTimer);
+    if (this.resumeQueued) clearImmediate(this.resumeQueued);
     this.flushReplies(true);
     for (const s of this.sessions) s.error('going_away', GOING_AWAY.shutdown, true);
     const deadline = Date.now() + GOODBYE_WAIT_MS;
@@ -361,11 +367,24 @@ export class DeviceCore implements SessionServices, LiveDevices {
     for (const s of this.sessions) s.tick(now);
   }
 
+  /**
+   * Resumes the sessions paused for storage, RESUME_CHUNK per turn of the event loop. Each hands over
+   * what it held while paused as it resumes: a whole fleet's backlog in one loop held up the event
+   * loop (the dashboards, the clicks' acks, storage's answers) for 120–150 ms at a time
+   * (bench/README.md, "eighth round"). `paused` is emptied first: a session may find storage
+   * saturated again and pause (joining `paused` anew) before it is done.
+   */
   private resumePaused(): void {
-    // Emptied first: a session hands over what it held while paused as it resumes, and may find
-    // storage saturated again and pause (joining `paused` anew) before this loop is done.
-    const paused = [...this.paused];
+    for (const s of this.paused) this.resuming.push(s);
     this.paused.clear();
-    for (const s of paused) s.resume();
+    if (!this.resumeQueued) this.resumeSome();
+  }
+
+  private resumeSome(): void {
+    this.resumeQueued = null;
+    const chunk = this.resuming.length <= RESUME_CHUNK ? this.resuming : this.resuming.slice(0, RESUME_CHUNK);
+    this.resuming = chunk === this.resuming ? [] : this.resuming.slice(RESUME_CHUNK);
+    for (const s of chunk) s.resume();
+    if (this.resuming.length > 0 && !this.closing) this.resumeQueued = setImmediate(() => this.resumeSome());
   }
 }

@@ -3,6 +3,7 @@
  * what one connection's line leaves behind must never be overwritten by another's read.
  */
 import net from 'node:net';
+import { RESUME_CHUNK } from '../../../server/devices/core';
 import { readIntoSharedBuffer } from '../../../server/devices/transports/tcp';
 import { RawDevice, encode } from '../../support/device';
 import { addDevice, closeAllServers, db, startServer, TestServer } from '../../support/server';
@@ -156,6 +157,34 @@ describe('lines read through the shared buffer', () => {
     release();
     for (let i = 2; i <= 6; i++) await d.next((m) => m.type === 'stored' && m.id === `a-${i}`);
     d.close();
+  });
+
+  test('when more devices are paused than are resumed per turn, then a drain resumes a chunk at once and the rest in the turns after, and every held reading is stored', async () => {
+    const n = RESUME_CHUNK + 6;
+    const devices = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const { token } = await addDevice(server, `esp-many-${i}`);
+        return RawDevice.hello(server.devicePort, `esp-many-${i}`, token);
+      }),
+    );
+    const release = saturate(server);
+    try {
+      // Each first reading is stored with storage saturated: every session pauses; the next two wait.
+      await Promise.all(devices.map((d, i) => (d.send({ type: 'telemetry', id: `m-${i}-0`, data: { i, k: 0 } }), d.next((m) => m.type === 'stored' && m.id === `m-${i}-0`))));
+      devices.forEach((d, i) => [1, 2].forEach((k) => d.send({ type: 'telemetry', id: `m-${i}-${k}`, data: { i, k } })));
+      await new Promise((r) => setTimeout(r, 300));
+      const core = server.app.core as unknown as { resuming: unknown[] };
+      release();
+      // In the same turn as the drain: one chunk resumed, the rest waiting for the next turns.
+      expect(core.resuming).toHaveLength(n - RESUME_CHUNK);
+      await Promise.all(devices.map((d, i) => Promise.all([1, 2].map((k) => d.next((m) => m.type === 'stored' && m.id === `m-${i}-${k}`)))));
+      expect(core.resuming).toHaveLength(0);
+      const stored = await db(server).telemetryHistory(`esp-many-${n - 1}`, 10);
+      expect(stored.map((p) => p.data.k).sort()).toEqual([0, 1, 2]);
+    } finally {
+      release();
+      for (const d of devices) d.close();
+    }
   });
 
   test('when lines wait for the token check while other devices keep sending, then each is stored as it was sent', async () => {
