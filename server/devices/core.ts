@@ -382,9 +382,7 @@ export class DeviceCore implements SessionServices, LiveDevices {
 
   private resumeSome(): void {
     this.resumeQueued = null;
-    const chunk = this.resuming.length <= RESUME_CHUNK ? this.resuming : this.resuming.slice(0, RESUME_CHUNK);
-    this.resuming = chunk === this.resuming ? [] : this.resuming.slice(RESUME_CHUNK);
-    for (const s of chunk) s.resume();
+    for (const s of this.resuming.splice(0, RESUME_CHUNK)) s.resume();
     if (this.resuming.length > 0 && !this.closing) this.resumeQueued = setImmediate(() => this.resumeSome());
   }
 }
