@@ -32,9 +32,11 @@ export type { SqliteRunResult, ThreadTelemetryRow };
  * leave a gap), every slice moves some before it inserts, so the staged rows stay bounded. A
  * reader of `telemetry` (history, the API's range and CSV, counts) first has the device's staged
  * rows moved (`flushTelemetry`). The thread, the only writer, keeps which rows are staged, and
- * their message ids, in memory (a resent reading is stored once) and reads them back from the
- * table at start, so rows a killed process left staged are moved then; a row already moved keeps
- * its id, so moving it twice is a no-op. bench/README.md has the figures (`node bench/storage-rate.mjs`).
+ * their message ids, in memory (a reading resent while its first copy is staged is not staged
+ * again) and reads them back from the table at start, so rows a killed process left staged are
+ * moved then; a row already moved keeps its id, so moving it twice is a no-op, and a resent
+ * reading whose first copy was moved already is skipped when moved, by `telemetry`'s unique
+ * (device_id, msg_id) index. bench/README.md has the figures (`node bench/storage-rate.mjs`).
  *
  * WAL checkpoints run on a second thread with its own connection, once telemetry has been
  * written. With SQLite's automatic checkpoints the commit that crosses the threshold also copies
