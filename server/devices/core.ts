@@ -19,9 +19,9 @@ const REVALIDATE_MS = 30_000;
  * How long `stored` replies are held so that each device gets its replies in one write: with many
  * devices sending a reading or two at a time, one write system call per reply cost the event loop
  * more than anything else (bench/README.md). Firmware keeps unanswered readings for resending, so
- * a reply 100 ms later costs it nothing.
+ * a reply 200 ms later costs it nothing.
  */
-export const REPLY_FLUSH_MS = 100;
+export const REPLY_FLUSH_MS = 200;
 /** Sessions whose held replies are written per turn of the event loop. */
 export const REPLY_FLUSH_CHUNK = 64;
 /** Sessions paused for storage that are resumed per turn of the event loop once it drains. */
